@@ -1,0 +1,16 @@
+from django.urls import path
+
+from shop import views
+
+urlpatterns = [
+    path("ok/", views.ok, name="ok"),
+    path("books/", views.book_list, name="book-list"),
+    path("books/<int:pk>/", views.book_detail, name="book-detail"),
+    path("n-plus-one/", views.n_plus_one, name="n-plus-one"),
+    path("db/", views.db, name="db"),
+    path("tpl/", views.tpl, name="tpl"),
+    path("boom/", views.boom, name="boom"),
+    path("debug-cursor/", views.debug_cursor, name="debug-cursor"),
+    path("sleep/", views.sleep, name="sleep"),
+    path("echo-headers/", views.echo_headers, name="echo-headers"),
+]

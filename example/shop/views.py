@@ -1,0 +1,87 @@
+import time
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from shop.helpers import compute_total
+from shop.models import Author, Book
+
+
+def text(body: str, status: int = 200) -> HttpResponse:
+    return HttpResponse(body, content_type="text/plain; charset=utf-8", status=status)
+
+
+def ok(request: HttpRequest) -> HttpResponse:
+    """No database, no template."""
+    return HttpResponse("ok")
+
+
+def book_list(request: HttpRequest) -> HttpResponse:
+    """One query (select_related), rendered through a template loop."""
+    books = list(Book.objects.select_related("author").order_by("id"))
+    return render(request, "shop/book_list.html", {"books": books})
+
+
+def book_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One query; a missing pk raises Http404 (handled, not an error)."""
+    book = get_object_or_404(Book, pk=pk)
+    return text(f"{book.title} by {book.author_id}\n")
+
+
+def n_plus_one(request: HttpRequest) -> HttpResponse:
+    """The classic N+1: 1 query for the books, then 5 identical author lookups."""
+    books = list(Book.objects.all()[:5])
+    lines = [f"{b.title} by {b.author.name}" for b in books]
+    return text("\n".join(lines) + "\n")
+
+
+def db(request: HttpRequest) -> HttpResponse:
+    """Exactly 10 queries: one count, then 9 with the same SQL text."""
+    count = Book.objects.count()
+    names = []
+    for pk in range(1, 10):
+        author = Author.objects.filter(pk=pk).first()
+        names.append(author.name if author else "-")
+    return text(f"books={count} authors={','.join(names)}\n")
+
+
+def tpl(request: HttpRequest) -> HttpResponse:
+    """A template with a 50-iteration for-loop, no database."""
+    return render(request, "shop/loop.html", {"items": range(50)})
+
+
+def boom(request: HttpRequest) -> HttpResponse:
+    """Uncaught ValueError raised inside shop/helpers.py -> 500."""
+    total = compute_total()
+    return text(f"total={total}\n")
+
+
+def debug_cursor(request: HttpRequest) -> HttpResponse:
+    """Three queries run with Django's debug cursor forced on."""
+    previous = connection.force_debug_cursor
+    connection.force_debug_cursor = True
+    try:
+        authors = Author.objects.count()
+        books = Book.objects.count()
+        first = Book.objects.order_by("id").values_list("title", flat=True).first()
+    finally:
+        connection.force_debug_cursor = previous
+    return text(f"authors={authors} books={books} first={first}\n")
+
+
+def sleep(request: HttpRequest) -> HttpResponse:
+    """Sleep for ?s=<float> seconds (capped at 60)."""
+    try:
+        seconds = float(request.GET.get("s", "0"))
+    except ValueError:
+        return text("bad s\n", status=400)
+    if not seconds >= 0:  # also rejects NaN
+        return text("bad s\n", status=400)
+    time.sleep(min(seconds, 60.0))
+    return text("slept")
+
+
+def echo_headers(request: HttpRequest) -> HttpResponse:
+    """Plain 200; exists so hostile-header tests have a target."""
+    return HttpResponse("ok")

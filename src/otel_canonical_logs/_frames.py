@@ -1,0 +1,87 @@
+"""Source locations as ``path:line:function``, preferring application frames over library ones."""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+import sysconfig
+from functools import lru_cache
+from types import TracebackType
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _library_roots() -> tuple[str, ...]:
+    roots: set[str] = {_PACKAGE_DIR}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            roots.add(path)
+    try:
+        roots.update(site.getsitepackages())
+        roots.add(site.getusersitepackages())
+    except Exception:
+        pass
+    return tuple(os.path.realpath(r) + os.sep for r in roots if r)
+
+
+_LIBRARY_ROOTS = _library_roots()
+_LIBRARY_MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
+
+
+@lru_cache(maxsize=4096)
+def is_app_file(filename: str) -> bool:
+    """True for the application's own source files: not stdlib, installed packages or ours."""
+    if not filename or filename.startswith("<"):
+        return False
+    path = os.path.realpath(filename)
+    if any(marker in path for marker in _LIBRARY_MARKERS):
+        return False
+    return not path.startswith(_LIBRARY_ROOTS)
+
+
+@lru_cache(maxsize=4096)
+def short_path(filename: str) -> str:
+    """The shortest importable form of a source path: relative to the deepest ``sys.path`` entry."""
+    path = os.path.realpath(filename)
+    best = ""
+    for entry in sys.path:
+        root = os.path.realpath(entry or os.getcwd())
+        if not root.endswith(os.sep):
+            root += os.sep
+        if path.startswith(root) and len(root) > len(best):
+            best = root
+    return path[len(best) :] if best else path
+
+
+def location(filename: str, lineno: int | None, function: str) -> str:
+    """Format one location as ``path:line:function``."""
+    return f"{short_path(filename)}:{lineno or 0}:{function}"
+
+
+def _tb_frames(tb: TracebackType | None) -> list[tuple[str, int | None, str]]:
+    frames: list[tuple[str, int | None, str]] = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append((code.co_filename, tb.tb_lineno, code.co_name))
+        tb = tb.tb_next
+    return frames
+
+
+def exception_locations(exc: BaseException) -> tuple[str | None, str | None]:
+    """(where it could last have been handled, where it was raised) for an exception.
+
+    The first is the outermost application frame of the traceback (the view, typically), the
+    second the innermost application frame; library frames are used only when no application
+    frame is on the traceback.
+    """
+    frames = _tb_frames(exc.__traceback__)
+    if not frames:
+        return None, None
+    app = [f for f in frames if is_app_file(f[0])]
+    if app:
+        return location(*app[0]), location(*app[-1])
+    innermost = location(*frames[-1])
+    return innermost, innermost
+

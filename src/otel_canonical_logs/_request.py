@@ -1,0 +1,43 @@
+"""Request fields read from the WSGI environ: the same for Django requests and the WSGI fallback."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def wsgi_str(value: str) -> str:
+    """PEP 3333 hands bytes over as latin-1 text; recover the UTF-8 the client most likely sent."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return value
+
+
+def request_id(incoming: str | None) -> str:
+    """The incoming ``X-Request-ID`` when it is a sane token, else a new random one."""
+    if incoming and _SANE_REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return os.urandom(16).hex()
+
+
+def fields_from_environ(environ: Mapping[str, Any]) -> dict[str, Any]:
+    """``req_*`` fields of one request; the path never carries the query string."""
+    fields: dict[str, Any] = {
+        "req_id": request_id(environ.get("HTTP_X_REQUEST_ID")),
+        "req_method": environ.get("REQUEST_METHOD"),
+        "req_path": wsgi_str(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/",
+    }
+    referrer = environ.get("HTTP_REFERER")
+    if referrer:
+        fields["req_referrer"] = wsgi_str(referrer)
+    agent = environ.get("HTTP_USER_AGENT")
+    if agent:
+        fields["req_user_agent"] = wsgi_str(agent)
+    return fields

@@ -1,0 +1,59 @@
+"""Per-request aggregate: what the request's child spans and hooks added up to so far."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from opentelemetry.trace import SpanContext
+
+
+class SqlStat:
+    """Executions and total time of one SQL text within a request."""
+
+    __slots__ = ("count", "time_ns")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.time_ns = 0
+
+
+class RequestState:
+    """Everything one request has produced so far; freed when its root span ends."""
+
+    __slots__ = (
+        "cache_calls",
+        "cache_time_ns",
+        "cpu_start",
+        "db_queries",
+        "db_time_ns",
+        "exc",
+        "fields",
+        "http_out_calls",
+        "http_out_time_ns",
+        "root_context",
+        "sql",
+        "start_ns",
+        "thread_id",
+        "tmpl_renders",
+        "tmpl_time_ns",
+    )
+
+    def __init__(self, root_context: SpanContext, start_ns: int) -> None:
+        self.root_context = root_context
+        self.start_ns = start_ns
+        self.thread_id = threading.get_ident()
+        self.cpu_start = time.thread_time()
+        # Fields set directly by the request path (req_*, resp_view, app_*), in arrival order.
+        self.fields: dict[str, Any] = {}
+        self.db_queries = 0
+        self.db_time_ns = 0
+        self.sql: dict[str, SqlStat] = {}
+        self.tmpl_renders = 0
+        self.tmpl_time_ns = 0
+        self.http_out_calls = 0
+        self.http_out_time_ns = 0
+        self.cache_calls = 0
+        self.cache_time_ns = 0
+        self.exc: BaseException | None = None

@@ -1,0 +1,126 @@
+"""Builds the ordered canonical event from a root span, its aggregate and the request's fields."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext
+
+from . import _frames
+from ._state import RequestState
+from .fields import APP_PREFIX, FIELDS
+
+_NS = 1e-9
+_DUP_SQL_MAX = 200
+
+# Fields resolved from root-span attributes when the request path did not set them.
+_ATTR_FIELDS = tuple((f.key, f.attrs, f.type) for f in FIELDS if f.attrs)
+_ORDER = tuple(f.key for f in FIELDS)
+
+
+@dataclass(slots=True)
+class Event:
+    """One canonical event, ready for the sinks."""
+
+    type: str
+    fields: dict[str, Any]  # ordered: event_type first, then registry order, then app_*
+    span_context: SpanContext | None
+    time_ns: int
+
+    @property
+    def status(self) -> int | None:
+        value = self.fields.get("resp_status")
+        return value if isinstance(value, int) else None
+
+
+def _seconds(ns: int) -> float:
+    return round(ns * _NS, 6)
+
+
+def _collect(span: ReadableSpan | None, state: RequestState | None) -> dict[str, Any]:
+    """Every known value by key, in no particular order."""
+    values: dict[str, Any] = {}
+    if span is not None:
+        attrs = span.attributes or {}
+        for key, names, kind in _ATTR_FIELDS:
+            for name in names:
+                value = attrs.get(name)
+                if value is not None:
+                    values[key] = int(value) if kind is int and isinstance(value, (int, str)) else value
+                    break
+        path = values.get("req_path")
+        if path is None:
+            target = attrs.get("http.target")
+            if isinstance(target, str):
+                values["req_path"] = target.split("?", 1)[0]
+        route = values.get("req_route")
+        if isinstance(route, str) and not route.startswith("/"):
+            values["req_route"] = "/" + route
+        if span.end_time and span.start_time:
+            values["resp_time"] = _seconds(span.end_time - span.start_time)
+    if state is None:
+        return values
+    ctx = state.root_context
+    values["trace_id"] = format(ctx.trace_id, "032x")
+    values["span_id"] = format(ctx.span_id, "016x")
+    if state.db_queries:
+        values["db_queries"] = state.db_queries
+        values["db_time"] = _seconds(state.db_time_ns)
+        dup_count = dup_ns = 0
+        top_sql, top_count = "", 1
+        for sql, stat in state.sql.items():
+            if stat.count > 1:
+                dup_count += stat.count
+                dup_ns += stat.time_ns
+                if stat.count > top_count:
+                    top_sql, top_count = sql, stat.count
+        if dup_count:
+            values["db_dup_queries"] = dup_count
+            values["db_dup_time"] = _seconds(dup_ns)
+            values["db_dup_sql"] = top_sql[:_DUP_SQL_MAX]
+    if state.tmpl_renders:
+        values["tmpl_renders"] = state.tmpl_renders
+        values["tmpl_time"] = _seconds(state.tmpl_time_ns)
+    if state.http_out_calls:
+        values["http_out_calls"] = state.http_out_calls
+        values["http_out_time"] = _seconds(state.http_out_time_ns)
+    if state.cache_calls:
+        values["cache_calls"] = state.cache_calls
+        values["cache_time"] = _seconds(state.cache_time_ns)
+    exc = state.exc
+    if exc is not None:
+        values["exc_type"] = type(exc).__name__
+        try:
+            values["exc_msg"] = str(exc)
+        except Exception:
+            values["exc_msg"] = "<unprintable>"
+        values["exc_loc"], values["exc_cause_loc"] = _frames.exception_locations(exc)
+    values.update(state.fields)
+    return values
+
+
+def order(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Put values in canonical order: event_type, the registry's order, then app_* as set."""
+    ordered: dict[str, Any] = {"event_type": event_type}
+    for key in _ORDER:
+        value = values.get(key)
+        if value is not None and key != "event_type":
+            ordered[key] = value
+    for key, value in values.items():
+        if key.startswith(APP_PREFIX) and value is not None:
+            ordered[key] = value
+    return ordered
+
+
+def build_event(event_type: str, span: ReadableSpan | None, state: RequestState | None) -> Event:
+    """The canonical event for a finished (or, for timeouts, still running) request."""
+    values = _collect(span, state)
+    if state is not None and span is not None and span.end_time and state.thread_id == threading.get_ident():
+        values["resp_cpu_time"] = round(time.thread_time() - state.cpu_start, 6)
+    ctx = state.root_context if state is not None else None
+    end = (span.end_time if span is not None else None) or time.time_ns()
+    return Event(event_type, order(event_type, values), ctx, end)

@@ -1,0 +1,88 @@
+"""The one registry of canonical fields: key, type, order and OpenTelemetry attribute sources.
+
+The logfmt key order, the OTLP attributes and the README table are all derived from ``FIELDS``,
+so they cannot disagree. A new field is one entry here.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One canonical field."""
+
+    key: str
+    type: type
+    doc: str
+    # Span attributes that carry this field on a root SERVER span, newest semantic convention
+    # first; used when the request path did not set the field directly.
+    attrs: tuple[str, ...] = ()
+    unit: str = ""
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("event_type", str, "`request`, `timeout`, `stuck` or `partial_failure`; always first"),
+    Field("req_id", str, "incoming `X-Request-ID` when it is a sane token, else generated"),
+    Field("trace_id", str, "trace id of the request's root span (hex)"),
+    Field("span_id", str, "span id of the request's root span (hex)"),
+    Field("req_method", str, "HTTP method", ("http.request.method", "http.method")),
+    Field("req_path", str, "URL path, never the query string", ("url.path",)),
+    Field("req_route", str, "matched URL pattern, e.g. `/books/<int:pk>/`", ("http.route",)),
+    Field("req_referrer", str, "the `Referer` header"),
+    Field("req_user_agent", str, "the `User-Agent` header", ("user_agent.original", "http.user_agent")),
+    Field("resp_view", str, "dotted name of the Django view"),
+    Field(
+        "resp_status",
+        int,
+        "response status",
+        ("http.response.status_code", "http.status_code"),
+    ),
+    Field("resp_time", float, "wall time of the request", unit="s"),
+    Field("resp_cpu_time", float, "CPU time of the request's thread", unit="s"),
+    Field("db_queries", int, "database queries"),
+    Field("db_time", float, "total time of the database queries", unit="s"),
+    Field("db_dup_queries", int, "queries whose SQL text (placeholders, not params) ran more than once"),
+    Field("db_dup_time", float, "total time of those duplicated queries", unit="s"),
+    Field("db_dup_sql", str, "the most repeated SQL text (truncated)"),
+    Field("db_dup_loc", str, "application frame that issued the most repeated SQL"),
+    Field("tmpl_renders", int, "template renders"),
+    Field("tmpl_time", float, "total time of the template renders", unit="s"),
+    Field("http_out_calls", int, "outgoing HTTP calls"),
+    Field("http_out_time", float, "total time of the outgoing HTTP calls", unit="s"),
+    Field("cache_calls", int, "cache client calls"),
+    Field("cache_time", float, "total time of the cache client calls", unit="s"),
+    Field("partial_failures", int, "`partial_failure` events emitted during the request"),
+    Field("exc_type", str, "class name of the uncaught exception"),
+    Field("exc_msg", str, "message of the uncaught exception"),
+    Field("exc_loc", str, "`path:line:function` where it could last have been handled"),
+    Field("exc_cause_loc", str, "`path:line:function` where it was raised"),
+    Field("exc_template", str, "`name:line` of the template node that raised"),
+    Field("timeout_loc", str, "timeouts: outermost application frame from the view inward"),
+    Field("timeout_cause_loc", str, "timeouts: innermost application frame"),
+    Field("timeout_span", str, "timeouts: the child span still open at the snapshot"),
+    Field("stuck", bool, "on a `request` line that earlier emitted a `stuck` event"),
+    Field("g_w_count", int, "Gunicorn workers"),
+    Field("g_w_active", int, "Gunicorn workers busy with a request"),
+    Field("g_backlog", int, "connections waiting in the listen queue"),
+)
+
+KEYS: tuple[str, ...] = tuple(f.key for f in FIELDS)
+BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
+APP_PREFIX = "app_"
+
+
+def markdown_table() -> str:
+    """The README field table, generated from the registry."""
+    rows = ["| key | type | meaning |", "|---|---|---|"]
+    for f in FIELDS:
+        kind = f.type.__name__ + (f" {f.unit}" if f.unit else "")
+        rows.append(f"| `{f.key}` | {kind} | {f.doc} |")
+    rows.append("| `app_*` | any | fields the application sets with `Context.set` / `Context.time` |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m otel_canonical_logs.fields
+    sys.stdout.write(markdown_table())

@@ -1,0 +1,1 @@
+"""What produces the spans and fields we need that OpenTelemetry contrib does not."""

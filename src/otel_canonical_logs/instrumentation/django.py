@@ -1,0 +1,128 @@
+"""Django hookup: request/response hooks, uncaught exceptions, and deferring instrumentation
+until Django's settings are known (the stock ``wsgi.py`` sets them too late otherwise)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace
+
+from .. import _guard, _runtime
+from .._request import fields_from_environ
+
+_logger = logging.getLogger("otel_canonical_logs")
+_pending: list[Callable[[], None]] = []
+_pending_lock = threading.Lock()
+
+
+def request_hook(span: trace.Span, request: Any) -> None:
+    """DjangoInstrumentor's request hook: the ``req_*`` fields from the request's environ."""
+    try:
+        processor = _runtime.processor
+        state = processor.state_for(span) if processor is not None else None
+        if state is not None:
+            state.fields.update(fields_from_environ(request.META))
+    except Exception as exc:
+        _guard.report("django.request_hook", exc)
+
+
+def response_hook(span: trace.Span, request: Any, response: Any) -> None:
+    """DjangoInstrumentor's response hook: the resolved view's dotted name."""
+    try:
+        processor = _runtime.processor
+        state = processor.state_for(span) if processor is not None else None
+        if state is None:
+            return
+        match = getattr(request, "resolver_match", None)
+        view = getattr(match, "_func_path", None) if match is not None else None
+        if view:
+            state.fields["resp_view"] = view
+    except Exception as exc:
+        _guard.report("django.response_hook", exc)
+
+
+def _on_uncaught_exception(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    # Django sends got_request_exception only for exceptions it turns into a 500 (not for
+    # Http404, PermissionDenied or other handled 4xx), from inside the except block.
+    try:
+        exc = sys.exc_info()[1]
+        processor = _runtime.processor
+        if exc is None or processor is None:
+            return
+        state = processor.state_for(trace.get_current_span())
+        if state is not None:
+            state.exc = exc
+    except Exception as err:
+        _guard.report("django.got_request_exception", err)
+
+
+def _connect_signals() -> None:
+    from django.core.signals import got_request_exception
+
+    got_request_exception.connect(
+        _on_uncaught_exception, weak=False, dispatch_uid="otel_canonical_logs.exception"
+    )
+
+
+def settings_ready() -> bool:
+    """Whether touching ``django.conf.settings`` now would load the real settings."""
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return True
+    from django.conf import settings
+
+    return bool(settings.configured)
+
+
+def instrument(instrumentor_class: type[Any], **kwargs: Any) -> None:
+    """Instrument Django now if its settings are known, else just before ``django.setup()``.
+
+    DjangoInstrumentor reads ``settings.MIDDLEWARE`` when instrumenting; with no settings module
+    in the environment it calls ``settings.configure()`` with empty defaults and every request
+    then fails. The stock ``wsgi.py`` sets the variable only when it runs, so wait for it.
+    """
+    kwargs.setdefault("request_hook", request_hook)
+    kwargs.setdefault("response_hook", response_hook)
+
+    def run() -> None:
+        instrumentor_class().instrument(**kwargs)
+        _connect_signals()
+
+    if settings_ready():
+        run()
+        return
+    with _pending_lock:
+        _pending.append(run)
+    _patch_setup()
+
+
+def _run_pending() -> None:
+    with _pending_lock:
+        todo = list(_pending)
+        _pending.clear()
+    for run in todo:
+        try:
+            run()
+        except Exception as exc:
+            _guard.report("django.deferred_instrument", exc)
+
+
+def _patch_setup() -> None:
+    import django
+
+    original = django.setup
+    if getattr(original, "_otel_canonical_logs", False):
+        return
+
+    def setup(*args: Any, **kwargs: Any) -> Any:
+        _run_pending()
+        return original(*args, **kwargs)
+
+    setup._otel_canonical_logs = True  # type: ignore[attr-defined]
+    setup.__wrapped__ = original  # type: ignore[attr-defined]
+    django.setup = setup
+    _logger.debug("DJANGO_SETTINGS_MODULE not set yet; Django instrumentation deferred to setup()")

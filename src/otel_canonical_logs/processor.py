@@ -1,0 +1,163 @@
+"""The SpanProcessor: folds each local root SERVER span's children into one request aggregate."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import Span as APISpan
+from opentelemetry.trace import SpanKind
+
+from . import _env, _guard, _scope
+from ._state import RequestState, SqlStat
+from .event import Event, build_event
+
+# Semantic-convention attribute names, new conventions first. Categories come from these
+# attributes, never from which instrumentor made the span.
+_DB_SYSTEM = ("db.system.name", "db.system")
+_DB_STATEMENT = ("db.query.text", "db.statement")
+_HTTP_METHOD = ("http.request.method", "http.method")
+_CACHE_SYSTEMS = frozenset({"redis", "memcached", "valkey"})
+TEMPLATE_ATTRIBUTE = "django.template.name"
+
+EmitFn = Callable[[Event], None]
+
+
+def _first(attrs: Any, names: tuple[str, ...]) -> Any:
+    for name in names:
+        value = attrs.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+class CanonicalLogProcessor(SpanProcessor):
+    """Aggregates child spans per request and emits one canonical event when the root ends.
+
+    ``on_start``/``on_end`` run on the request thread: they never raise and do no I/O besides
+    what the sinks do with the finished event.
+    """
+
+    def __init__(
+        self,
+        emit: EmitFn,
+        max_open_requests: int | None = None,
+        max_statements: int | None = None,
+    ) -> None:
+        self._emit = emit
+        self._max_open = max_open_requests or _env.env_int(_env.CANONICAL_LOGS_MAX_OPEN_REQUESTS, 1000)
+        self._max_statements = max_statements or _env.env_int(_env.CANONICAL_LOGS_DB_MAX_STATEMENTS, 500)
+        # span_id -> state of the request it belongs to (roots and open descendants).
+        self._owner: dict[int, RequestState] = {}
+        # root span_id -> state, in start order, to evict the oldest when roots never end.
+        self._roots: dict[int, RequestState] = {}
+        self._lock = threading.Lock()
+        self._max_owned = self._max_open * 64
+
+    # -- lookups used by hooks on the request path -------------------------------------------
+
+    def state_for(self, span: APISpan) -> RequestState | None:
+        """The request aggregate a span (root or descendant) belongs to, if any."""
+        ctx = span.get_span_context()
+        return self._owner.get(ctx.span_id) if ctx.is_valid else None
+
+    def open_requests(self) -> int:
+        """Requests whose root span has started and not yet ended."""
+        return len(self._roots)
+
+    # -- SpanProcessor ------------------------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        try:
+            parent = span.parent
+            span_id = span.context.span_id
+            if parent is None or parent.is_remote:
+                if span.kind is SpanKind.SERVER:
+                    self._start_request(span, span_id)
+                return
+            state = self._owner.get(parent.span_id)
+            if state is not None:
+                self._owner[span_id] = state
+                if len(self._owner) > self._max_owned:
+                    self._evict_owned()
+        except Exception as exc:
+            _guard.report("processor.on_start", exc)
+
+    def _start_request(self, span: Span, span_id: int) -> None:
+        state = RequestState(span.context, span.start_time or 0)
+        _scope.mark_root_started()
+        with self._lock:
+            self._owner[span_id] = state
+            self._roots[span_id] = state
+            if len(self._roots) > self._max_open:
+                old_id = next(iter(self._roots))
+                del self._roots[old_id]
+                self._owner.pop(old_id, None)
+                _guard.count("dropped.open_request_evicted")
+
+    def _evict_owned(self) -> None:
+        with self._lock:
+            while len(self._owner) > self._max_owned:
+                old_id = next(iter(self._owner))
+                if old_id in self._roots:
+                    # Keep roots; move them to the end so the scan makes progress.
+                    self._owner[old_id] = self._owner.pop(old_id)
+                    continue
+                del self._owner[old_id]
+                _guard.count("dropped.open_span_evicted")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            span_id = span.context.span_id
+            state = self._owner.pop(span_id, None)
+            if state is None:
+                return
+            if state.root_context.span_id == span_id:
+                self._roots.pop(span_id, None)
+                self._emit(build_event("request", span, state))
+            else:
+                self._fold(state, span)
+        except Exception as exc:
+            _guard.report("processor.on_end", exc)
+
+    def _fold(self, state: RequestState, span: ReadableSpan) -> None:
+        attrs = span.attributes or {}
+        elapsed = (span.end_time or 0) - (span.start_time or 0)
+        kind = span.kind
+        if kind is SpanKind.CLIENT:
+            system = _first(attrs, _DB_SYSTEM)
+            if system is not None:
+                if system in _CACHE_SYSTEMS:
+                    state.cache_calls += 1
+                    state.cache_time_ns += elapsed
+                    return
+                state.db_queries += 1
+                state.db_time_ns += elapsed
+                statement = _first(attrs, _DB_STATEMENT)
+                if isinstance(statement, str):
+                    stat = state.sql.get(statement)
+                    if stat is None:
+                        if len(state.sql) >= self._max_statements:
+                            return
+                        stat = state.sql[statement] = SqlStat()
+                    stat.count += 1
+                    stat.time_ns += elapsed
+                return
+            if _first(attrs, _HTTP_METHOD) is not None:
+                state.http_out_calls += 1
+                state.http_out_time_ns += elapsed
+                return
+        if TEMPLATE_ATTRIBUTE in attrs:
+            state.tmpl_renders += 1
+            state.tmpl_time_ns += elapsed
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._owner.clear()
+            self._roots.clear()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
