@@ -36,9 +36,7 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
     except ValueError:
         value = minimum - 1
     if value < minimum:
-        _logger.warning(
-            "%s=%r is not an integer >= %d; using the default %d", name, raw, minimum, default
-        )
+        _logger.warning("%s=%r is not an integer >= %d; using the default %d", name, raw, minimum, default)
         return default
     return value
 

@@ -84,4 +84,3 @@ def exception_locations(exc: BaseException) -> tuple[str | None, str | None]:
         return location(*app[0]), location(*app[-1])
     innermost = location(*frames[-1])
     return innermost, innermost
-

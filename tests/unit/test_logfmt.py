@@ -1,7 +1,6 @@
 """Tests for the logfmt sink encoder, judged by the strict decoder in tests/logfmt_strict.py."""
 
 # Asserts put the expected value first, by team convention.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -46,10 +46,14 @@ def tracer(processor: CanonicalLogProcessor) -> Iterator[object]:
 
 
 def _db(tracer, sql: str, system: str = "sqlite", old_semconv: bool = True) -> None:  # type: ignore[no-untyped-def]
-    attrs = {"db.system": system, "db.statement": sql} if old_semconv else {
-        "db.system.name": system,
-        "db.query.text": sql,
-    }
+    attrs = (
+        {"db.system": system, "db.statement": sql}
+        if old_semconv
+        else {
+            "db.system.name": system,
+            "db.query.text": sql,
+        }
+    )
     with tracer.start_as_current_span(sql.split()[0], kind=SpanKind.CLIENT, attributes=attrs):
         pass
 

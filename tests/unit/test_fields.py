@@ -1,0 +1,72 @@
+"""The field registry is the single source of the key order, the README table and the SPEC keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from otel_canonical_logs.fields import FIELDS, KEYS, markdown_table
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+# The keys of the SPEC's field table, in its order.
+SPEC_KEYS = [
+    "event_type",
+    "req_id",
+    "trace_id",
+    "span_id",
+    "req_method",
+    "req_path",
+    "req_route",
+    "req_referrer",
+    "req_user_agent",
+    "resp_view",
+    "resp_status",
+    "resp_time",
+    "resp_cpu_time",
+    "db_queries",
+    "db_time",
+    "db_dup_queries",
+    "db_dup_time",
+    "db_dup_sql",
+    "db_dup_loc",
+    "tmpl_renders",
+    "tmpl_time",
+    "http_out_calls",
+    "http_out_time",
+    "cache_calls",
+    "cache_time",
+    "partial_failures",
+    "exc_type",
+    "exc_msg",
+    "exc_loc",
+    "exc_cause_loc",
+    "exc_template",
+    "timeout_loc",
+    "timeout_cause_loc",
+    "timeout_span",
+    "stuck",
+    "g_w_count",
+    "g_w_active",
+    "g_backlog",
+]
+
+
+def test_readme_table_is_generated_from_the_registry() -> None:
+    """The table between the README's field markers is exactly what the registry renders."""
+    text = README.read_text()
+    start = text.index("<!-- fields:start -->\n") + len("<!-- fields:start -->\n")
+    end = text.index("<!-- fields:end -->")
+    assert markdown_table() == text[start:end]
+
+
+def test_registry_has_every_spec_key_in_spec_order() -> None:
+    """Every SPEC key is registered once, in the SPEC's order, event_type first."""
+    assert SPEC_KEYS == list(KEYS)
+    assert len(set(KEYS)) == len(KEYS)
+
+
+def test_registry_keys_are_valid_logfmt_keys() -> None:
+    """Keys are lowercase identifiers, so the encoder never has to rewrite them."""
+    from otel_canonical_logs.sinks.logfmt import sanitize_key
+
+    assert [f.key for f in FIELDS] == [sanitize_key(f.key) for f in FIELDS]
