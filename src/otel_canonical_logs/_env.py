@@ -14,6 +14,10 @@ and end with a truncation marker."""
 CANONICAL_LOGS_STDOUT = "CANONICAL_LOGS_STDOUT"
 """``true`` (default) writes each event as one logfmt line on stdout; ``false`` turns stdout off."""
 
+CANONICAL_LOGS_FORMAT = "CANONICAL_LOGS_FORMAT"
+"""How each event is written on stdout: ``logfmt`` (default) or ``json`` (one JSON object per line,
+same keys, order and value cap, with real JSON numbers and booleans)."""
+
 CANONICAL_LOGS_MAX_OPEN_REQUESTS = "CANONICAL_LOGS_MAX_OPEN_REQUESTS"
 """How many requests whose root span has not ended are tracked per process (default 1000); past
 that, the oldest is dropped and counted, so a leaked root span cannot grow memory."""
@@ -39,6 +43,19 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
         _logger.warning("%s=%r is not an integer >= %d; using the default %d", name, raw, minimum, default)
         return default
     return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """Read a setting that is one of ``choices`` (case-insensitive); a bad value is reported by
+    name and the default used."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in choices:
+        return value
+    _logger.warning("%s=%r is not one of %s; using the default %s", name, raw, "/".join(choices), default)
+    return default
 
 
 def env_bool(name: str, default: bool) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry._logs import get_logger_provider
@@ -14,7 +16,7 @@ from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 from opentelemetry.trace import get_tracer_provider
 from opentelemetry.util._importlib_metadata import EntryPoint
 
-from . import _guard, _runtime
+from . import _export, _guard, _runtime
 from .sampling import RecordEverythingSampler
 
 _logger = logging.getLogger("otel_canonical_logs")
@@ -32,7 +34,8 @@ class CanonicalLogsDistro(BaseDistro):  # type: ignore[misc]
     def _configure(self, **kwargs: Any) -> None:
         env = os.environ
         env.setdefault("OTEL_PYTHON_CONFIGURATOR", "canonical_logs")
-        # The gRPC exporter's channel does not survive Gunicorn's fork; HTTP does.
+        # HTTP needs nothing from the worker beyond a socket; gRPC works too (each worker builds
+        # its own channel after fork, see _export) but starts gRPC's own threads in every worker.
         env.setdefault("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         # Export only when the user points us at a collector: the line on stdout needs none,
         # and a missing collector must not fill the terminal with connection errors.
@@ -40,6 +43,11 @@ class CanonicalLogsDistro(BaseDistro):  # type: ignore[misc]
         env.setdefault("OTEL_TRACES_EXPORTER", exporter)
         env.setdefault("OTEL_LOGS_EXPORTER", exporter)
         env.setdefault("OTEL_METRICS_EXPORTER", exporter)
+        # process.pid (and parent pid, runtime) in the resource. The SDK re-runs process-dependent
+        # detectors in the child after fork, so each Gunicorn worker exports its own pid and
+        # service.instance.id, not the arbiter's.
+        env.setdefault("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "process")
+        _warn_grpc_fork_support_off(env)
 
     def load_instrumentor(self, entry_point: EntryPoint, **kwargs: Any) -> None:
         if entry_point.name == "django":
@@ -48,6 +56,25 @@ class CanonicalLogsDistro(BaseDistro):  # type: ignore[misc]
             django_integration.instrument(entry_point.load(), **kwargs)
             return
         super().load_instrumentor(entry_point, **kwargs)
+
+
+_GRPC_PROTOCOL_VARS = (
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+)
+
+
+def _warn_grpc_fork_support_off(env: Mapping[str, str]) -> None:
+    # The SDK builds its exporters, gRPC channels included, in Gunicorn's arbiter; with gRPC's
+    # fork support switched off, grpcio (1.85) crashes the forked workers with SIGSEGV.
+    grpc = any(env.get(v, "").strip().lower() == "grpc" for v in _GRPC_PROTOCOL_VARS)
+    if grpc and env.get("GRPC_ENABLE_FORK_SUPPORT", "").strip().lower() in ("0", "false", "no", "off"):
+        _logger.warning(
+            "otel_canonical_logs: GRPC_ENABLE_FORK_SUPPORT=%s with the OTLP gRPC exporter crashes pre-fork "
+            "server workers; leave it unset (or 1), or use OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+            env["GRPC_ENABLE_FORK_SUPPORT"],
+        )
 
 
 def _configured_sampler() -> Sampler:
@@ -64,7 +91,18 @@ class CanonicalLogsConfigurator(_OTelSDKConfigurator):
         sampler = kwargs.pop("sampler", None) or _configured_sampler()
         # Record every request for the canonical line; export only what the sampler picks.
         kwargs["sampler"] = RecordEverythingSampler(sampler)
+        # Batch processors with capped queues and counted drops, around exporters rebuilt in
+        # each forked worker (see _export); a caller's own choice wins.
+        args_map = kwargs.get("exporter_args_map")
+        kwargs.setdefault(
+            "export_span_processor", functools.partial(_export.span_processor, args_map=args_map)
+        )
+        kwargs.setdefault(
+            "export_log_record_processor", functools.partial(_export.log_record_processor, args_map=args_map)
+        )
         super()._configure(**kwargs)  # type: ignore[no-untyped-call]
+        with _guard.guard("configure.export_logging"):
+            _export.limit_export_logging()
         with _guard.guard("configure"):
             install()
 

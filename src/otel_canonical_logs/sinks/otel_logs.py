@@ -1,4 +1,7 @@
-"""Emits each event as an OpenTelemetry LogRecord with the same keys, correlated to its trace."""
+"""Emits each event as an OpenTelemetry LogRecord with the same keys, correlated to its trace.
+
+The Logs SDK's batch processor queues the record (capped, see ``_export``); nothing here blocks.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,10 @@ from opentelemetry._logs import LoggerProvider, SeverityNumber
 from opentelemetry.trace import NonRecordingSpan, set_span_in_context
 
 from ..event import Event
+from .logfmt import TRUNCATION_MARKER
+from .logfmt import _safe_key as safe_key  # the very keys of the logfmt line
+
+_INT64 = range(-(2**63), 2**63)
 
 _SEVERITY = {
     "INFO": SeverityNumber.INFO,
@@ -26,6 +33,15 @@ def severity(event: Event) -> str:
     return "WARN" if status >= 400 else "INFO"
 
 
+def _text(value: object) -> str:
+    try:
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value).decode("utf-8", errors="replace")
+        return str.__str__(str(value))
+    except Exception:  # a failing __str__, an int too long to print
+        return f"<unrenderable {type(value).__name__}>"
+
+
 class OTelLogSink:
     """Hands events to the OTel Logs SDK (whose processors batch and export them)."""
 
@@ -36,15 +52,29 @@ class OTelLogSink:
         self._max_len = max_len
 
     def _attributes(self, event: Event) -> dict[str, Any]:
+        """The line's keys and values with their real types: str, bool, int (64-bit), float."""
         cap = self._max_len
+        keep = cap - len(TRUNCATION_MARKER)
         attrs: dict[str, Any] = {}
         for key, value in event.fields.items():
-            if isinstance(value, str):
-                if len(value) > cap:
-                    value = value[:cap]
-            elif not isinstance(value, (bool, int, float)):
-                value = str(value)[:cap]
-            attrs[key] = value
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is not str and kind is not float and kind is not bool:
+                if kind is int and value in _INT64:
+                    pass
+                elif isinstance(value, bool):
+                    value = bool(value)
+                elif isinstance(value, int) and int.__index__(value) in _INT64:
+                    value = int.__index__(value)
+                elif isinstance(value, float):
+                    value = float(value)
+                else:
+                    # What OTLP cannot carry (an int beyond 64 bits, any object) goes as its text.
+                    value = _text(value)
+            if type(value) is str and len(value) > cap:
+                value = value[:keep] + TRUNCATION_MARKER
+            attrs[safe_key(key)] = value
         return attrs
 
     def __call__(self, event: Event) -> None:

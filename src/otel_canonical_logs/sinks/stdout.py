@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable, Mapping
 
 from .. import _guard
 from ..event import Event
 from .logfmt import encode_bytes
+
+# ``(fields, max_len) -> one line as bytes``: logfmt.encode_bytes or jsonl.encode_bytes.
+Encoder = Callable[[Mapping[str, object], int], bytes]
 
 
 class StdoutSink:
@@ -18,9 +22,10 @@ class StdoutSink:
     interleave; ``O_APPEND``/pipe semantics keep lines from different workers whole too.
     """
 
-    def __init__(self, max_len: int, fd: int | None = None) -> None:
+    def __init__(self, max_len: int, fd: int | None = None, encoder: Encoder = encode_bytes) -> None:
         self._max_len = max_len
         self._fd = fd
+        self._encode = encoder
         self._lock = threading.Lock()
 
     def _fileno(self) -> int:
@@ -32,7 +37,7 @@ class StdoutSink:
             return 1
 
     def __call__(self, event: Event) -> None:
-        data = encode_bytes(event.fields, self._max_len)
+        data = self._encode(event.fields, self._max_len)
         fd = self._fileno()
         try:
             with self._lock:

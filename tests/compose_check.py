@@ -1,0 +1,256 @@
+"""``make compose-check``: docker-compose.yml, collector-config/config.yaml and the Dockerfile agree.
+
+Docker is not needed: both YAML files are parsed and cross-checked. Every pipeline references
+defined components, the app's OTLP endpoint is the collector's receiver, ports and volumes line up.
+
+    python -m tests.compose_check [REPO_ROOT]
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = "docker-compose.yml"
+COLLECTOR_CONFIG = "collector-config/config.yaml"
+SECTIONS = {"receivers": "receivers", "processors": "processors", "exporters": "exporters"}
+PINNED_COLLECTOR = re.compile(r"otel/opentelemetry-collector-contrib:\d+\.\d+\.\d+$")
+OTLP_PORTS = {"grpc": 4317, "http": 4318}
+
+
+def load(root: Path = ROOT) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Parse docker-compose.yml and the collector config, read the Dockerfile."""
+    compose = yaml.safe_load((root / COMPOSE).read_text(encoding="utf-8"))
+    collector = yaml.safe_load((root / COLLECTOR_CONFIG).read_text(encoding="utf-8"))
+    dockerfile = (root / "Dockerfile").read_text(encoding="utf-8")
+    return compose, collector, dockerfile
+
+
+def _words(command: Any) -> list[str]:
+    """A compose/Docker command (string or list, possibly ``sh -c "..."``) as shell words."""
+    if command is None:
+        return []
+    parts = shlex.split(command) if isinstance(command, str) else [str(p) for p in command]
+    words: list[str] = []
+    for part in parts:
+        words.extend(shlex.split(part) if " " in part else [part])
+    return words
+
+
+def _env(service: Mapping[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _published(service: Mapping[str, Any]) -> dict[int, int]:
+    """container port -> host port, for ``"HOST:CONTAINER"`` entries."""
+    ports: dict[int, int] = {}
+    for entry in service.get("ports") or []:
+        text = str(entry).split("/", 1)[0]
+        host, _, container = text.rpartition(":")
+        ports[int(container)] = int(host.rpartition(":")[2] or container)
+    return ports
+
+
+def _mounts(service: Mapping[str, Any]) -> list[tuple[str, PurePosixPath]]:
+    """(source, target) for ``"SOURCE:TARGET[:MODE]"`` volumes."""
+    mounts = []
+    for entry in service.get("volumes") or []:
+        source, target = str(entry).split(":")[:2]
+        mounts.append((source, PurePosixPath(target)))
+    return mounts
+
+
+def _port_of(endpoint: str) -> int:
+    return int(endpoint.rpartition(":")[2])
+
+
+def check_collector(config: Mapping[str, Any]) -> list[str]:
+    """Problems inside the collector config on its own."""
+    problems: list[str] = []
+    service = config.get("service") or {}
+    pipelines = service.get("pipelines") or {}
+    for signal in ("logs", "traces"):
+        if signal not in pipelines:
+            problems.append(f"collector: no {signal} pipeline")
+    used: set[tuple[str, str]] = set()
+    for name, pipeline in pipelines.items():
+        for section in SECTIONS:
+            refs = pipeline.get(section) or []
+            if not refs:
+                problems.append(f"collector: pipeline {name} has no {section}")
+            for ref in refs:
+                used.add((section, ref))
+                if ref not in (config.get(section) or {}):
+                    problems.append(f"collector: pipeline {name} uses {section[:-1]} {ref!r}, not defined")
+        processors = pipeline.get("processors") or []
+        if processors[:1] != ["memory_limiter"]:
+            problems.append(f"collector: pipeline {name} must start with memory_limiter")
+        if "batch" not in processors:
+            problems.append(f"collector: pipeline {name} has no batch processor")
+        exporters = pipeline.get("exporters") or []
+        if name in ("logs", "traces"):
+            kinds = {ref.split("/", 1)[0] for ref in exporters}
+            for kind in ("debug", "file"):
+                if kind not in kinds:
+                    problems.append(f"collector: pipeline {name} has no {kind} exporter")
+    for section in SECTIONS:
+        for name in config.get(section) or {}:
+            if (section, name) not in used:
+                problems.append(f"collector: {section[:-1]} {name!r} is defined but in no pipeline")
+    for ext in service.get("extensions") or []:
+        if ext not in (config.get("extensions") or {}):
+            problems.append(f"collector: service uses extension {ext!r}, not defined")
+    protocols = ((config.get("receivers") or {}).get("otlp") or {}).get("protocols") or {}
+    for protocol, port in OTLP_PORTS.items():
+        endpoint = (protocols.get(protocol) or {}).get("endpoint", "")
+        if not endpoint or _port_of(endpoint) != port:
+            problems.append(f"collector: otlp {protocol} receiver must listen on {port}, has {endpoint!r}")
+    return problems
+
+
+def _receiver_ports(config: Mapping[str, Any]) -> dict[str, int]:
+    protocols = ((config.get("receivers") or {}).get("otlp") or {}).get("protocols") or {}
+    return {p: _port_of(v["endpoint"]) for p, v in protocols.items() if v and v.get("endpoint")}
+
+
+def _file_paths(config: Mapping[str, Any]) -> Iterable[tuple[str, PurePosixPath]]:
+    for name, exporter in (config.get("exporters") or {}).items():
+        if name.split("/", 1)[0] == "file" and exporter and exporter.get("path"):
+            yield name, PurePosixPath(exporter["path"])
+
+
+def check_topology(
+    compose: Mapping[str, Any], config: Mapping[str, Any], dockerfile: str, root: Path
+) -> list[str]:
+    """Problems between docker-compose.yml, the collector config and the Dockerfile."""
+    problems: list[str] = []
+    services = compose.get("services") or {}
+    missing = [s for s in ("app", "db", "collector") if s not in services]
+    if missing:
+        return [f"compose: missing service(s) {missing}"]
+    app, db, collector = services["app"], services["db"], services["collector"]
+
+    image = str(collector.get("image", ""))
+    if not PINNED_COLLECTOR.match(image):
+        problems.append(f"compose: collector image {image!r} is not a pinned contrib version")
+
+    # The collector reads the config file this check reads.
+    config_arg = next(
+        (w.split("=", 1)[1] for w in _words(collector.get("command")) if w.startswith("--config=")), ""
+    )
+    mounts = _mounts(collector)
+    sources = {str(target): source for source, target in mounts}
+    source = sources.get(config_arg)
+    if source is None:
+        problems.append(f"compose: collector --config={config_arg!r} is not a mounted file")
+    elif (root / source).resolve() != (root / COLLECTOR_CONFIG).resolve():
+        problems.append(f"compose: collector config mounted from {source!r}, not ./{COLLECTOR_CONFIG}")
+
+    # File exporters write inside a bind-mounted folder, so the output lands on the host.
+    for name, path in _file_paths(config):
+        if not any(path.is_relative_to(target) and str(target) != config_arg for _, target in mounts):
+            problems.append(f"compose: file exporter {name} writes {path}, which no collector volume holds")
+
+    # OTLP ports: the receivers' ports are published.
+    published = _published(collector)
+    for protocol, port in _receiver_ports(config).items():
+        if port not in published:
+            problems.append(f"compose: collector does not publish the otlp {protocol} port {port}")
+
+    # The app points at the collector's receiver for the protocol it uses.
+    env = _env(app)
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    url = urlsplit(endpoint)
+    protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    wanted = _receiver_ports(config).get("grpc" if protocol == "grpc" else "http")
+    if url.hostname != "collector" or url.port != wanted:
+        problems.append(
+            f"compose: app OTEL_EXPORTER_OTLP_ENDPOINT={endpoint!r}, expected http://collector:{wanted}"
+        )
+    if not env.get("OTEL_SERVICE_NAME"):
+        problems.append("compose: app sets no OTEL_SERVICE_NAME")
+    depends = app.get("depends_on") or {}
+    for needed in ("collector", "db"):
+        if needed not in depends:
+            problems.append(f"compose: app does not depend on {needed}")
+
+    # The app uses PostgreSQL in the db service, with the database the db service creates.
+    if env.get("EXAMPLE_DB") != "postgres" or env.get("EXAMPLE_PG_HOST") != "db":
+        problems.append("compose: app must run with EXAMPLE_DB=postgres and EXAMPLE_PG_HOST=db")
+    if env.get("EXAMPLE_PG_NAME") != _env(db).get("POSTGRES_DB"):
+        problems.append("compose: app EXAMPLE_PG_NAME differs from db POSTGRES_DB")
+    if "postgres" not in str(db.get("image", "")):
+        problems.append("compose: db is not a postgres image")
+
+    # Started with opentelemetry-instrument gunicorn, 2 workers, on the port that is published.
+    build = app.get("build")
+    context = build if isinstance(build, str) else (build or {}).get("context", ".")
+    if not (root / str(context) / "Dockerfile").is_file():
+        problems.append(f"compose: app build context {context!r} has no Dockerfile")
+    words = _words(app.get("command")) or _dockerfile_cmd(dockerfile)
+    try:
+        start = words.index("opentelemetry-instrument")
+    except ValueError:
+        problems.append("compose: app is not started with opentelemetry-instrument")
+        start = -1
+    if start >= 0 and words[start + 1 : start + 2] != ["gunicorn"]:
+        problems.append("compose: app runs opentelemetry-instrument without gunicorn")
+    if _option(words, "--workers", "-w") != "2":
+        problems.append("compose: app gunicorn does not run 2 workers")
+    bind = _option(words, "--bind", "-b") or ""
+    app_port = int(bind.rpartition(":")[2]) if bind else 8000
+    if app_port not in _published(app):
+        problems.append(f"compose: app listens on {app_port}, which it does not publish")
+    exposed = re.findall(r"^EXPOSE\s+(\d+)", dockerfile, re.MULTILINE)
+    if str(app_port) not in exposed:
+        problems.append(f"Dockerfile: EXPOSE {exposed} does not include the app port {app_port}")
+    if "opentelemetry-instrument" not in _dockerfile_cmd(dockerfile):
+        problems.append("Dockerfile: CMD does not start opentelemetry-instrument gunicorn")
+    return problems
+
+
+def _dockerfile_cmd(dockerfile: str) -> list[str]:
+    match = re.search(r"^CMD\s+(\[.*\])\s*$", dockerfile, re.MULTILINE)
+    return [str(w) for w in yaml.safe_load(match.group(1))] if match else []
+
+
+def _option(words: list[str], *names: str) -> str | None:
+    for i, word in enumerate(words):
+        for name in names:
+            if word == name and i + 1 < len(words):
+                return words[i + 1]
+            if name.startswith("--") and word.startswith(name + "="):
+                return word.split("=", 1)[1]
+    return None
+
+
+def check(root: Path = ROOT) -> list[str]:
+    """Every problem found, as one sentence each; empty when all is consistent."""
+    compose, config, dockerfile = load(root)
+    return check_collector(config) + check_topology(compose, config, dockerfile, root)
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[1]) if len(argv) > 1 else ROOT
+    problems = check(root)
+    for problem in problems:
+        print(f"compose-check: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"compose-check: ok ({COMPOSE}, {COLLECTOR_CONFIG}, Dockerfile agree)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
