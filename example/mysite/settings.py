@@ -45,7 +45,7 @@ if os.environ.get("EXAMPLE_DB", "sqlite") == "postgres":
             "NAME": os.environ.get("EXAMPLE_PG_NAME", "canonical_example"),
             "USER": "postgres",
             "PASSWORD": "",
-            "HOST": "127.0.0.1",
+            "HOST": os.environ.get("EXAMPLE_PG_HOST", "127.0.0.1"),  # "db" under docker compose
             "PORT": "5432",
         }
     }
@@ -55,6 +55,15 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("EXAMPLE_SQLITE_PATH", BASE_DIR / "db.sqlite3"),
         }
+    }
+
+if os.environ.get("EXAMPLE_REDIS_URL"):
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "redis": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["EXAMPLE_REDIS_URL"],
+        },
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

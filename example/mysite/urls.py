@@ -2,4 +2,5 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("shop.urls")),
+    path("", include("shop.api_urls")),
 ]

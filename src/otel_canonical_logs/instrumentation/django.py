@@ -27,6 +27,7 @@ def request_hook(span: trace.Span, request: Any) -> None:
         state = processor.state_for(span) if processor is not None else None
         if state is not None:
             state.fields.update(fields_from_environ(request.META))
+            state.environ = request.META
     except Exception as exc:
         _guard.report("django.request_hook", exc)
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from .. import _guard
 from ..event import Event
+from ..instrumenters import enrich
 
 Sink = Callable[[Event], None]
 
@@ -17,6 +18,7 @@ class Dispatcher:
         self.sinks: list[Sink] = list(sinks)
 
     def __call__(self, event: Event) -> None:
+        enrich(event)  # the application's enrichers first: every sink sees their fields
         for sink in self.sinks:
             try:
                 sink(event)

@@ -1,0 +1,114 @@
+"""A span per Django template render (``{% include %}`` included), and the template line of the
+node that raised, whatever the ``debug`` setting of the template engine.
+
+Django annotates exceptions with the failing node only when template debugging is on. We wrap
+``Template.render`` (once per render, never per node) and, when a render fails, find the
+innermost ``Node.render_annotated`` frame on the traceback: that node, its template and its line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Collection
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.trace import SpanKind
+
+from .. import __version__, _guard
+from .._frames import TEMPLATE_ATTR
+from ..processor import TEMPLATE_ATTRIBUTE, TEMPLATE_NESTED_ATTRIBUTE
+
+_UNKNOWN = "<unknown source>"
+_INTERNAL = SpanKind.INTERNAL
+# Renders inside a render (includes, inclusion tags): their time is already in the outer one's.
+_depth: ContextVar[int] = ContextVar("otel_canonical_logs_template_depth", default=0)
+
+
+def _template_name(template: Any) -> str:
+    name = getattr(template, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    origin = getattr(template, "origin", None)
+    return str(getattr(origin, "template_name", None) or getattr(origin, "name", None) or _UNKNOWN)
+
+
+def culprit(tb: TracebackType | None) -> str | None:
+    """``name:line`` of the innermost template node being rendered on traceback ``tb``."""
+    from django.template.base import Node
+
+    node = None
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "render_annotated":
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, Node):
+                node = candidate
+        tb = tb.tb_next
+    if node is None:
+        return None
+    origin = getattr(node, "origin", None)
+    name = getattr(origin, "template_name", None) or getattr(origin, "name", None) or _UNKNOWN
+    token = getattr(node, "token", None)
+    return f"{name}:{getattr(token, 'lineno', 0) or 0}"
+
+
+def _annotate(exc: BaseException) -> None:
+    if isinstance(getattr(exc, TEMPLATE_ATTR, None), str):
+        return  # an inner render (an include) already named its node
+    where = culprit(exc.__traceback__)
+    if where is not None:
+        with contextlib.suppress(AttributeError, TypeError):  # a type without __dict__
+            setattr(exc, TEMPLATE_ATTR, where)
+
+
+def _patch(tracer: trace.Tracer) -> None:
+    from django.template.base import Template
+
+    original = Template.render
+    if getattr(original, "_otel_canonical_logs", False):
+        return
+
+    def render(self: Any, context: Any) -> Any:
+        name = _template_name(self)
+        depth = _depth.get()
+        attributes: dict[str, Any] = {TEMPLATE_ATTRIBUTE: name}
+        if depth:
+            attributes[TEMPLATE_NESTED_ATTRIBUTE] = True
+        token = _depth.set(depth + 1)
+        try:
+            with tracer.start_as_current_span(f"render {name}", kind=_INTERNAL, attributes=attributes):
+                try:
+                    return original(self, context)
+                except Exception as exc:
+                    with _guard.guard("templates.annotate"):
+                        _annotate(exc)
+                    raise
+        finally:
+            _depth.reset(token)
+
+    render._otel_canonical_logs = True  # type: ignore[attr-defined]
+    render.__wrapped__ = original  # type: ignore[attr-defined]
+    Template.render = render  # type: ignore[method-assign]
+
+
+class DjangoTemplateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """A span per Django template render, named ``render <template>``, with the attribute
+    ``django.template.name``; the canonical line counts them as ``tmpl_renders``/``tmpl_time``."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("django >= 4.2",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        _patch(tracer)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        from django.template.base import Template
+
+        original = getattr(Template.render, "__wrapped__", None)
+        if original is not None and getattr(Template.render, "_otel_canonical_logs", False):
+            Template.render = original  # type: ignore[method-assign]
