@@ -13,4 +13,6 @@ urlpatterns = [
     path("debug-cursor/", views.debug_cursor, name="debug-cursor"),
     path("sleep/", views.sleep, name="sleep"),
     path("echo-headers/", views.echo_headers, name="echo-headers"),
+    path("stubborn/", views.stubborn, name="stubborn"),
+    path("slow-query/", views.slow_query, name="slow-query"),
 ]

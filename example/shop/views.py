@@ -85,3 +85,29 @@ def sleep(request: HttpRequest) -> HttpResponse:
 def echo_headers(request: HttpRequest) -> HttpResponse:
     """Plain 200; exists so hostile-header tests have a target."""
     return HttpResponse("ok")
+
+
+def stubborn(request: HttpRequest) -> HttpResponse:
+    """Ignore SIGABRT (as some apps do), then sleep ?s= seconds: Gunicorn has to SIGKILL it."""
+    import signal
+
+    signal.signal(signal.SIGABRT, signal.SIG_IGN)
+    time.sleep(min(float(request.GET.get("s", "0")), 60.0))
+    return text("survived")
+
+
+def slow_query(request: HttpRequest) -> HttpResponse:
+    """A query that keeps the database busy for ?s= seconds, after one quick query."""
+    seconds = min(float(request.GET.get("s", "0")), 60.0)
+    Author.objects.count()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_sleep(%s)", [seconds])
+        else:
+            # SQLite has no sleep: count through a recursive CTE sized to the request.
+            cursor.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s) "
+                "SELECT count(*) FROM n",
+                [int(seconds * 4_000_000)],
+            )
+    return text("done")

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from contextvars import ContextVar
+from typing import Any
 
 
 class RequestScope:
     """Set by the outermost WSGI wrapper for the duration of one request."""
 
-    __slots__ = ("root_started",)
+    __slots__ = ("environ", "fired", "root_started", "start", "state", "thread_id")
 
-    def __init__(self) -> None:
+    def __init__(self, environ: Any = None) -> None:
         self.root_started = False
+        self.environ = environ
+        self.start = time.monotonic()
+        self.thread_id = threading.get_ident()
+        # The request's aggregate, once its root span started (RequestState).
+        self.state: Any = None
+        self.fired = False  # the watchdog reported it (timeout or stuck)
 
 
 current: ContextVar[RequestScope | None] = ContextVar("otel_canonical_logs_scope", default=None)
 
 
-def mark_root_started() -> None:
+def mark_root_started(state: Any) -> None:
     """Record that a root SERVER span started inside the current request scope."""
     scope = current.get()
     if scope is not None:
         scope.root_started = True
+        scope.state = state

@@ -1,11 +1,13 @@
-"""Gunicorn integration, attached without any change to the user's Gunicorn config."""
+"""Gunicorn integration, attached by patching Gunicorn's classes: no config edit, no hook
+function replaced, so the user's own hooks (``post_fork``, ``worker_abort``, ...) run untouched."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from .. import _guard
+from .. import _guard, event
+from . import saturation
 from .wsgi import CanonicalWSGI
 
 _logger = logging.getLogger("otel_canonical_logs")
@@ -13,23 +15,51 @@ _logger = logging.getLogger("otel_canonical_logs")
 __all__ = ["CanonicalWSGI", "patch"]
 
 
+def _patched(cls: Any, name: str, make: Any) -> None:
+    original = getattr(cls, name)
+    if getattr(original, "_otel_canonical_logs", False):
+        return
+    replacement = make(original)
+    replacement._otel_canonical_logs = True
+    replacement.__wrapped__ = original
+    setattr(cls, name, replacement)
+
+
 def patch() -> None:
-    """Wrap every Gunicorn worker's WSGI app so requests that never reach Django get a line."""
+    """Attach to Gunicorn if it is installed: WSGI wrapper, watchdog, saturation sampler."""
     try:
+        from gunicorn.arbiter import Arbiter
         from gunicorn.workers.base import Worker
     except ImportError:
         return
-    original = Worker.load_wsgi
-    if getattr(original, "_otel_canonical_logs", False):
-        return
 
-    def load_wsgi(self: Any) -> None:
-        original(self)
-        try:
-            if not isinstance(self.wsgi, CanonicalWSGI):
-                self.wsgi = CanonicalWSGI(self.wsgi)
-        except Exception as exc:
-            _guard.report("gunicorn.load_wsgi", exc)
+    def make_start(original: Any) -> Any:
+        def start(self: Any) -> Any:
+            result = original(self)
+            with _guard.guard("gunicorn.arbiter_start"):
+                saturation.start_sampler(self)
+            return result
 
-    load_wsgi._otel_canonical_logs = True  # type: ignore[attr-defined]
-    Worker.load_wsgi = load_wsgi
+        return start
+
+    def make_init(original: Any) -> Any:
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            with _guard.guard("gunicorn.worker_init"):
+                saturation.assign_slot(self)
+
+        return __init__
+
+    def make_load_wsgi(original: Any) -> Any:
+        def load_wsgi(self: Any) -> None:
+            original(self)
+            with _guard.guard("gunicorn.load_wsgi"):
+                if not isinstance(self.wsgi, CanonicalWSGI):
+                    self.wsgi = CanonicalWSGI(self.wsgi, self)
+
+        return load_wsgi
+
+    _patched(Arbiter, "start", make_start)
+    _patched(Worker, "__init__", make_init)
+    _patched(Worker, "load_wsgi", make_load_wsgi)
+    event.server_fields = saturation.fields
