@@ -30,3 +30,17 @@ test: lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+## compose-check: docker-compose.yml, collector-config/config.yaml and the Dockerfile agree (no Docker needed)
+.PHONY: compose-check
+compose-check: $(STAMP)
+	$(BIN)/python -m tests.compose_check
+
+## bench: ours vs bare Django, gunicorn-django-canonical-logs and plain OTel, side by side (bench/RESULTS.md)
+.PHONY: bench bench-memory
+bench: $(STAMP)
+	$(BIN)/python bench/run.py bench
+
+## bench-memory: worker RSS of ours (full export) before and after 100,000 /db/ requests
+bench-memory: $(STAMP)
+	$(BIN)/python bench/run.py memory

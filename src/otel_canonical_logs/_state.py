@@ -12,11 +12,13 @@ from opentelemetry.trace import SpanContext
 class SqlStat:
     """Executions and total time of one SQL text within a request."""
 
-    __slots__ = ("count", "time_ns")
+    __slots__ = ("count", "loc", "time_ns")
 
     def __init__(self) -> None:
         self.count = 0
         self.time_ns = 0
+        # Application frame of its second run (path:line:function); the N+1 call site.
+        self.loc: str | None = None
 
 
 class RequestState:
@@ -28,11 +30,15 @@ class RequestState:
         "cpu_start",
         "db_queries",
         "db_time_ns",
+        "done",
+        "environ",
         "exc",
         "fields",
         "http_out_calls",
         "http_out_time_ns",
+        "open_spans",
         "root_context",
+        "root_span",
         "sql",
         "start_ns",
         "thread_id",
@@ -40,7 +46,8 @@ class RequestState:
         "tmpl_time_ns",
     )
 
-    def __init__(self, root_context: SpanContext, start_ns: int) -> None:
+    def __init__(self, root_span: Any, root_context: SpanContext, start_ns: int) -> None:
+        self.root_span = root_span
         self.root_context = root_context
         self.start_ns = start_ns
         self.thread_id = threading.get_ident()
@@ -57,3 +64,10 @@ class RequestState:
         self.cache_calls = 0
         self.cache_time_ns = 0
         self.exc: BaseException | None = None
+        # The request's WSGI environ, for instrumenters' call(req, resp, environ).
+        self.environ: Any = None
+        # Child spans started and not yet ended, in start order: a timeout snapshot names the
+        # innermost one (the query that hung).
+        self.open_spans: dict[int, Any] = {}
+        # Set once the request's event went out early (a timeout): the root's end emits nothing.
+        self.done = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,14 +13,18 @@ from opentelemetry.trace import SpanContext
 
 from . import _frames
 from ._state import RequestState
-from .fields import APP_PREFIX, FIELDS
+from .fields import FIELDS
 
 _NS = 1e-9
 _DUP_SQL_MAX = 200
 
+# Set by a server integration (Gunicorn's saturation sample) to add fields to every event.
+server_fields: Callable[[], dict[str, Any]] | None = None
+
 # Fields resolved from root-span attributes when the request path did not set them.
 _ATTR_FIELDS = tuple((f.key, f.attrs, f.type) for f in FIELDS if f.attrs)
 _ORDER = tuple(f.key for f in FIELDS)
+_REGISTERED = frozenset(_ORDER)
 
 
 @dataclass(slots=True)
@@ -30,6 +35,8 @@ class Event:
     fields: dict[str, Any]  # ordered: event_type first, then registry order, then app_*
     span_context: SpanContext | None
     time_ns: int
+    # The request's WSGI environ when known: what instrumenters' call(req, resp, environ) get.
+    environ: Any = None
 
     @property
     def status(self) -> int | None:
@@ -71,17 +78,18 @@ def _collect(span: ReadableSpan | None, state: RequestState | None) -> dict[str,
         values["db_queries"] = state.db_queries
         values["db_time"] = _seconds(state.db_time_ns)
         dup_count = dup_ns = 0
-        top_sql, top_count = "", 1
+        top_sql, top_count, top_loc = "", 1, None
         for sql, stat in state.sql.items():
             if stat.count > 1:
                 dup_count += stat.count
                 dup_ns += stat.time_ns
                 if stat.count > top_count:
-                    top_sql, top_count = sql, stat.count
+                    top_sql, top_count, top_loc = sql, stat.count, stat.loc
         if dup_count:
             values["db_dup_queries"] = dup_count
             values["db_dup_time"] = _seconds(dup_ns)
             values["db_dup_sql"] = top_sql[:_DUP_SQL_MAX]
+            values["db_dup_loc"] = top_loc
     if state.tmpl_renders:
         values["tmpl_renders"] = state.tmpl_renders
         values["tmpl_time"] = _seconds(state.tmpl_time_ns)
@@ -99,19 +107,21 @@ def _collect(span: ReadableSpan | None, state: RequestState | None) -> dict[str,
         except Exception:
             values["exc_msg"] = "<unprintable>"
         values["exc_loc"], values["exc_cause_loc"] = _frames.exception_locations(exc)
+        values["exc_template"] = _frames.template_location(exc)
     values.update(state.fields)
     return values
 
 
 def order(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Put values in canonical order: event_type, the registry's order, then app_* as set."""
+    """Put values in canonical order: event_type, the registry's order, then the application's
+    own keys (``app_*``, or another ``Context`` namespace) in the order they were set."""
     ordered: dict[str, Any] = {"event_type": event_type}
     for key in _ORDER:
         value = values.get(key)
         if value is not None and key != "event_type":
             ordered[key] = value
     for key, value in values.items():
-        if key.startswith(APP_PREFIX) and value is not None:
+        if key not in _REGISTERED and value is not None:
             ordered[key] = value
     return ordered
 
@@ -119,8 +129,11 @@ def order(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
 def build_event(event_type: str, span: ReadableSpan | None, state: RequestState | None) -> Event:
     """The canonical event for a finished (or, for timeouts, still running) request."""
     values = _collect(span, state)
+    if server_fields is not None:
+        values.update(server_fields())
     if state is not None and span is not None and span.end_time and state.thread_id == threading.get_ident():
         values["resp_cpu_time"] = round(time.thread_time() - state.cpu_start, 6)
     ctx = state.root_context if state is not None else None
     end = (span.end_time if span is not None else None) or time.time_ns()
-    return Event(event_type, order(event_type, values), ctx, end)
+    environ = state.environ if state is not None else None
+    return Event(event_type, order(event_type, values), ctx, end, environ)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Span as APISpan
 from opentelemetry.trace import SpanKind
 
-from . import _env, _guard, _scope
+from . import _env, _frames, _guard, _scope
 from ._state import RequestState, SqlStat
 from .event import Event, build_event
 
@@ -22,6 +23,8 @@ _DB_STATEMENT = ("db.query.text", "db.statement")
 _HTTP_METHOD = ("http.request.method", "http.method")
 _CACHE_SYSTEMS = frozenset({"redis", "memcached", "valkey"})
 TEMPLATE_ATTRIBUTE = "django.template.name"
+# Set on a render inside a render (an include): counted, its time already in the outer one's.
+TEMPLATE_NESTED_ATTRIBUTE = "django.template.nested"
 
 EmitFn = Callable[[Event], None]
 
@@ -81,14 +84,15 @@ class CanonicalLogProcessor(SpanProcessor):
             state = self._owner.get(parent.span_id)
             if state is not None:
                 self._owner[span_id] = state
+                state.open_spans[span_id] = span
                 if len(self._owner) > self._max_owned:
                     self._evict_owned()
         except Exception as exc:
             _guard.report("processor.on_start", exc)
 
     def _start_request(self, span: Span, span_id: int) -> None:
-        state = RequestState(span.context, span.start_time or 0)
-        _scope.mark_root_started()
+        state = RequestState(span, span.context, span.start_time or 0)
+        _scope.mark_root_started(state)
         with self._lock:
             self._owner[span_id] = state
             self._roots[span_id] = state
@@ -106,7 +110,7 @@ class CanonicalLogProcessor(SpanProcessor):
                     # Keep roots; move them to the end so the scan makes progress.
                     self._owner[old_id] = self._owner.pop(old_id)
                     continue
-                del self._owner[old_id]
+                self._owner.pop(old_id).open_spans.pop(old_id, None)
                 _guard.count("dropped.open_span_evicted")
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -117,8 +121,10 @@ class CanonicalLogProcessor(SpanProcessor):
                 return
             if state.root_context.span_id == span_id:
                 self._roots.pop(span_id, None)
-                self._emit(build_event("request", span, state))
+                if not state.done:
+                    self._emit(build_event("request", span, state))
             else:
+                state.open_spans.pop(span_id, None)
                 self._fold(state, span)
         except Exception as exc:
             _guard.report("processor.on_end", exc)
@@ -134,17 +140,7 @@ class CanonicalLogProcessor(SpanProcessor):
                     state.cache_calls += 1
                     state.cache_time_ns += elapsed
                     return
-                state.db_queries += 1
-                state.db_time_ns += elapsed
-                statement = _first(attrs, _DB_STATEMENT)
-                if isinstance(statement, str):
-                    stat = state.sql.get(statement)
-                    if stat is None:
-                        if len(state.sql) >= self._max_statements:
-                            return
-                        stat = state.sql[statement] = SqlStat()
-                    stat.count += 1
-                    stat.time_ns += elapsed
+                self.count_query(state, _first(attrs, _DB_STATEMENT), elapsed)
                 return
             if _first(attrs, _HTTP_METHOD) is not None:
                 state.http_out_calls += 1
@@ -152,7 +148,29 @@ class CanonicalLogProcessor(SpanProcessor):
                 return
         if TEMPLATE_ATTRIBUTE in attrs:
             state.tmpl_renders += 1
-            state.tmpl_time_ns += elapsed
+            if not attrs.get(TEMPLATE_NESTED_ATTRIBUTE):
+                state.tmpl_time_ns += elapsed
+
+    def count_query(self, state: RequestState, statement: object, elapsed: int) -> None:
+        """Add one query to the request: totals, and per SQL text for the N+1 smell.
+
+        Runs on the thread that ran the query, right after it (from a span's ``on_end`` or
+        from the unsampled fast path), so the caller's frames are still on the stack.
+        """
+        state.db_queries += 1
+        state.db_time_ns += elapsed
+        if not isinstance(statement, str):
+            return
+        stat = state.sql.get(statement)
+        if stat is None:
+            if len(state.sql) >= self._max_statements:
+                return
+            stat = state.sql[statement] = SqlStat()
+        stat.count += 1
+        stat.time_ns += elapsed
+        if stat.count == 2:
+            # Only a repeat pays for a stack walk.
+            stat.loc = _frames.caller_location(sys._getframe(1))
 
     def shutdown(self) -> None:
         with self._lock:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON
@@ -20,12 +20,23 @@ from otel_canonical_logs.testing import capture_events
 from tests.integration.harness import EXAMPLE_DIR
 
 
+class Recorded(SpanProcessor):
+    """Every span that ended, sampled or not (an exporter only ever sees sampled ones)."""
+
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+
+    def on_end(self, span: Any) -> None:
+        self.spans.append(span)
+
+
 class Traced:
     """The in-process app's tracer provider and the spans it finished."""
 
-    def __init__(self, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    def __init__(self, provider: TracerProvider, exporter: InMemorySpanExporter, recorded: Recorded) -> None:
         self.provider = provider
         self.exporter = exporter
+        self.recorded = recorded
 
     def db_spans(self) -> list[Any]:
         return [s for s in self.exporter.get_finished_spans() if s.attributes and "db.system" in s.attributes]
@@ -45,17 +56,22 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
     from otel_canonical_logs import _runtime
     from otel_canonical_logs.instrumentation import django as django_integration
     from otel_canonical_logs.instrumentation.django_db import DjangoDatabaseInstrumentor
+    from otel_canonical_logs.instrumentation.templates import DjangoTemplateInstrumentor
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=RecordEverythingSampler(DEFAULT_ON))
     provider.add_span_processor(_runtime.build(None))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    recorded = Recorded()
+    provider.add_span_processor(recorded)
     django_integration.instrument(DjangoInstrumentor, tracer_provider=provider)
     DjangoDatabaseInstrumentor().instrument(tracer_provider=provider)
+    DjangoTemplateInstrumentor().instrument(tracer_provider=provider)
     django.setup()
     call_command("migrate", verbosity=0)
     call_command("seed", stderr=open(os.devnull, "w"))  # noqa: SIM115
-    yield Traced(provider, exporter)
+    yield Traced(provider, exporter, recorded)
+    DjangoTemplateInstrumentor().uninstrument()
     DjangoDatabaseInstrumentor().uninstrument()
     DjangoInstrumentor().uninstrument()
     os.environ.pop("CANONICAL_LOGS_STDOUT")
@@ -81,8 +97,8 @@ def test_counts_match_django_capture_queries(traced: Traced) -> None:
     assert 5 == event["db_dup_queries"]
 
 
-def test_driver_instrumentor_spans_are_used_not_doubled(traced: Traced) -> None:
-    """With the sqlite3 instrumentor on, each query is one span, the driver's, counted once."""
+def test_driver_instrumentor_is_taken_off_django_connections(traced: Traced) -> None:
+    """With the sqlite3 instrumentor on, each Django query is still one span (ours), counted once."""
     from django.db import connection
     from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
 
@@ -93,7 +109,7 @@ def test_driver_instrumentor_spans_are_used_not_doubled(traced: Traced) -> None:
         event = _get("/n-plus-one/")
         db_spans = traced.db_spans()
         assert 6 == event["db_queries"] == len(db_spans)
-        assert {"opentelemetry.instrumentation.sqlite3"} == {s.instrumentation_scope.name for s in db_spans}
+        assert {"otel_canonical_logs.django_db"} == {s.instrumentation_scope.name for s in db_spans}
     finally:
         connection.close()
         SQLite3Instrumentor().uninstrument()
@@ -118,3 +134,88 @@ def test_capture_events_sees_the_exception_fields(traced: Traced) -> None:
     with capture_events() as events:
         Client(raise_request_exception=False).get("/boom/")
     assert ("ValueError", 500) == (events[0]["exc_type"], events[0]["resp_status"])
+
+
+# -- the public API, in-process (trace-side checks the stdout line cannot show) ------------------
+
+
+def _root_span(traced: Traced) -> Any:
+    [root] = [s for s in traced.exporter.get_finished_spans() if s.parent is None]
+    return root
+
+
+def test_context_fields_are_root_span_attributes(traced: Traced) -> None:
+    """Fields set with Context in a view are attributes of the request's root span too."""
+    traced.exporter.clear()
+    event = _get("/checkout/")
+    attributes = _root_span(traced).attributes
+    assert (3, 3) == (event["app_cart_items"], attributes["canonical.app_cart_items"])
+    assert event["app_pricing_time"] == attributes["canonical.app_pricing_time"]
+
+
+def test_template_renders_are_spans(traced: Traced) -> None:
+    """Each render, includes too, is a span named after its template; includes are marked nested."""
+    traced.exporter.clear()
+    event = _get("/receipt/")
+    renders = [
+        s
+        for s in traced.exporter.get_finished_spans()
+        if s.attributes and "django.template.name" in s.attributes
+    ]
+    names = sorted((s.name, bool(s.attributes.get("django.template.nested"))) for s in renders)
+    assert [("render shop/partials/receipt_line.html", True)] * 3 + [
+        ("render shop/receipt.html", False)
+    ] == names
+    assert 4 == event["tmpl_renders"]
+
+
+def test_template_time_counts_the_outermost_render_only(traced: Traced) -> None:
+    """tmpl_time is the top-level render's time: an include's time is not counted twice."""
+    traced.exporter.clear()
+    event = _get("/receipt/")
+    [top] = [s for s in traced.exporter.get_finished_spans() if s.name == "render shop/receipt.html"]
+    assert round((top.end_time - top.start_time) * 1e-9, 6) == event["tmpl_time"]
+
+
+def test_failed_render_span_records_the_exception(traced: Traced) -> None:
+    """The include whose callable raised ends as an error span with the exception recorded."""
+    from django.test import Client
+
+    traced.exporter.clear()
+    with capture_events() as events:
+        Client(raise_request_exception=False).get("/receipt/?broken=line")
+    [failed] = [
+        s for s in traced.exporter.get_finished_spans() if s.name.endswith("receipt_line.html") and s.events
+    ]
+    assert ("ERROR", "exception") == (failed.status.status_code.name, failed.events[0].name)
+    assert events[0]["exc_template"].startswith("shop/partials/receipt_line.html:")
+
+
+def test_template_error_named_with_template_debug_on(traced: Traced) -> None:
+    """With an engine in debug mode (Django's own annotation active), the node is the same."""
+    from django.template import Context as TemplateContext
+    from django.template import Engine
+    from shop.api_views import Receipt, ReceiptLine
+
+    from otel_canonical_logs._frames import template_location
+
+    template = Engine(debug=True, app_dirs=True).get_template("shop/receipt.html")
+    with pytest.raises(ValueError) as raised:
+        template.render(TemplateContext({"receipt": Receipt([ReceiptLine("jam", -1)], False)}))
+    assert hasattr(raised.value, "template_debug")
+    assert "shop/partials/receipt_line.html:3" == template_location(raised.value)
+
+
+def test_unsampled_request_counts_queries_without_spans(traced: Traced) -> None:
+    """An unsampled request's queries are counted on the line but make no span at all."""
+    from django.test import Client
+
+    traced.recorded.spans.clear()
+    unsampled = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-00"  # the caller decided: not sampled
+    with capture_events() as events:
+        Client().get("/n-plus-one/", HTTP_TRACEPARENT=unsampled)
+    [event] = events
+    assert (6, 5) == (event["db_queries"], event["db_dup_queries"])
+    assert event["db_dup_loc"].startswith("shop/views.py:")
+    assert [] == [s for s in traced.recorded.spans if s.attributes and "db.system" in s.attributes]
+    assert ["GET n-plus-one/"] == [s.name for s in traced.recorded.spans]  # the request itself

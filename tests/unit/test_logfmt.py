@@ -1,7 +1,5 @@
 """Tests for the logfmt sink encoder, judged by the strict decoder in tests/logfmt_strict.py."""
 
-# Asserts put the expected value first, by team convention.
-
 from __future__ import annotations
 
 import math

@@ -3,16 +3,34 @@
 The raw DB-API connection is wrapped when Django opens it (``connection_created``), below
 Django's ``CursorWrapper``/``CursorDebugWrapper``: every cursor path Django has — ``DEBUG=True``,
 ``force_debug_cursor``, ``assertNumQueries``, raw SQL — goes through it.
+
+A query in a request whose trace is sampled becomes a dbapi CLIENT span, exported like any other.
+A query in an unsampled request would make a span nobody exports: it is timed and counted into the
+request's aggregate directly instead, which costs a few microseconds instead of tens and gives
+the line the same fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.dbapi import (
+    DatabaseApiIntegration,
+    TracedConnectionProxy,
+    TracedCursorProxy,
+)
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from .. import __version__, _guard
+from .. import __version__, _guard, _runtime
+from .._state import RequestState
+
+# The key OTel uses to suppress instrumentation (``suppress_instrumentation()``).
+_SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
+_OPEN_QUERY = -1  # key of the fast path's in-flight statement in RequestState.open_spans
 
 # Django vendor -> OpenTelemetry db.system value.
 _options: dict[str, Any] = {}
@@ -25,21 +43,26 @@ _DB_SYSTEMS = {
 }
 
 
-def already_traced(raw: Any) -> bool:
-    """True when a driver instrumentor (sqlite3, psycopg, ...) already traces this connection.
+def untraced(raw: Any) -> Any:
+    """The connection with a driver instrumentor's tracing taken off, so ours is the only one.
 
-    Wrapping it again would produce two spans per query and count every query twice.
+    ``opentelemetry-instrumentation-sqlite3`` (and every ``dbapi.wrap_connect``-based driver
+    instrumentor) hands Django a proxy; ``-psycopg`` sets a traced ``cursor_factory``. Left in
+    place, each query would make two spans and count twice; ours also has the unsampled fast
+    path. Connections the application opens itself, outside Django, keep the driver's tracing.
     """
     import wrapt
 
     proxy_type = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)  # wrapt 2 / wrapt 1
-    if isinstance(raw, proxy_type):  # dbapi.wrap_connect / instrument_connection
-        return True
-    if hasattr(raw, "_otel_orig_cursor_factory"):  # psycopg instrument_connection
-        return True
+    while isinstance(raw, proxy_type):
+        raw = raw.__wrapped__
     factory = getattr(raw, "cursor_factory", None)
-    module = getattr(factory, "__module__", "") or ""
-    return module.startswith("opentelemetry.")  # psycopg's traced cursor factory
+    if factory is not None and (getattr(factory, "__module__", "") or "").startswith("opentelemetry."):
+        original = getattr(raw, "_otel_orig_cursor_factory", None)  # psycopg instrument_connection
+        if original is None:
+            original = factory.__mro__[1]  # psycopg wrap_connect: TracedCursorFactory(base)
+        raw.cursor_factory = original
+    return raw
 
 
 def _quiet_debug_bookkeeping(ops_class: type) -> None:
@@ -62,17 +85,66 @@ def _quiet_debug_bookkeeping(ops_class: type) -> None:
     ops_class.last_executed_query = last_executed_query  # type: ignore[attr-defined]
 
 
-def _wrap(connection: Any) -> None:
-    from opentelemetry.instrumentation.dbapi import instrument_connection
+def _unsampled_request() -> RequestState | None:
+    """The current request's aggregate when its trace is not sampled (and not suppressed)."""
+    span = trace.get_current_span()
+    if span.get_span_context().trace_flags.sampled:
+        return None
+    processor = _runtime.processor
+    return processor.state_for(span) if processor is not None else None
 
+
+def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    state = _unsampled_request()
+    if state is None:
+        return proxy._self_cursor_tracer.traced_execution(proxy.__wrapped__, method, *args, **kwargs)
+    if otel_context.get_value(_SUPPRESS):
+        return method(*args, **kwargs)
+    statement = args[0] if args else None
+    state.open_spans[_OPEN_QUERY] = statement
+    start = time.perf_counter_ns()
+    try:
+        return method(*args, **kwargs)
+    finally:
+        elapsed = time.perf_counter_ns() - start
+        state.open_spans.pop(_OPEN_QUERY, None)
+        processor = _runtime.processor
+        if processor is not None:
+            try:
+                processor.count_query(state, statement, elapsed)
+            except Exception as exc:
+                _guard.report("django_db.count_query", exc)
+
+
+class _Cursor(TracedCursorProxy):  # type: ignore[misc]
+    """dbapi's traced cursor, with the unsampled fast path in front of its span path."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return _run(self, self.__wrapped__.execute, args, kwargs)
+
+    def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        return _run(self, self.__wrapped__.executemany, args, kwargs)
+
+    def callproc(self, *args: Any, **kwargs: Any) -> Any:
+        return _run(self, self.__wrapped__.callproc, args, kwargs)
+
+
+class _Connection(TracedConnectionProxy):  # type: ignore[misc]
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        return _Cursor(self.__wrapped__.cursor(*args, **kwargs), self._self_db_api_integration)
+
+
+def _wrap(connection: Any) -> None:
     _quiet_debug_bookkeeping(type(connection.ops))
-    raw = connection.connection
-    if raw is None or already_traced(raw):
+    if connection.connection is None:
         return
+    raw = untraced(connection.connection)
     system = _DB_SYSTEMS.get(connection.vendor, connection.vendor)
-    connection.connection = instrument_connection(
-        "otel_canonical_logs.django_db", raw, system, version=__version__, **_options
+    integration = DatabaseApiIntegration(
+        "otel_canonical_logs.django_db", system, version=__version__, **_options
     )
+    integration.get_connection_attributes(raw)
+    connection.connection = _Connection(raw, integration)
 
 
 def _patch_connect() -> None:

@@ -109,7 +109,9 @@ def encode(event: Mapping[str, object], max_len: int = 2048) -> str:
             text = _render(value)
         if len(text) > max_len:
             text = text[:keep] + TRUNCATION_MARKER
-        text = text.translate(escapes)
+        # translate() costs ~0.5 us even on clean ASCII, and most values are clean.
+        if not (text.isascii() and text.isprintable() and '"' not in text and "\\" not in text):
+            text = text.translate(escapes)
         parts.append(f'{safe}="{text}"')
     return " ".join(parts) + "\n"
 
