@@ -84,6 +84,12 @@ def _configured_sampler() -> Sampler:
     return _import_sampler(_get_sampler()) or DEFAULT_ON
 
 
+def _metrics_go_nowhere() -> bool:
+    env = os.environ
+    exporters = env.get("OTEL_METRICS_EXPORTER", "none").strip().lower()
+    return exporters in ("", "none") and not env.get("OTEL_PYTHON_METER_CONFIGURATOR")
+
+
 class CanonicalLogsConfigurator(_OTelSDKConfigurator):
     """The SDK configurator, plus: every span recorded, our processor on the tracer provider."""
 
@@ -100,6 +106,12 @@ class CanonicalLogsConfigurator(_OTelSDKConfigurator):
         kwargs.setdefault(
             "export_log_record_processor", functools.partial(_export.log_record_processor, args_map=args_map)
         )
+        if "meter_configurator" not in kwargs and _metrics_go_nowhere():
+            # Django's instrumentor records two metrics per request; with no metric exporter the
+            # SDK would still build a measurement for each. Disabled meters make them no-ops.
+            from opentelemetry.sdk.metrics._internal import _disable_meter_configurator
+
+            kwargs["meter_configurator"] = _disable_meter_configurator
         super()._configure(**kwargs)  # type: ignore[no-untyped-call]
         with _guard.guard("configure.export_logging"):
             _export.limit_export_logging()
