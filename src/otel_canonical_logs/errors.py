@@ -12,8 +12,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from opentelemetry import trace
 
-from . import _frames, _guard, _runtime
-from .event import Event, order
+from . import _guard, _runtime
+from .event import Event, exception_fields, order
 
 __all__ = ["on_error"]
 
@@ -105,13 +105,7 @@ def partial_failure(exc: BaseException) -> None:
         if context.is_valid:
             values["trace_id"] = format(context.trace_id, "032x")
             values["span_id"] = format(context.span_id, "016x")
-        values["exc_type"] = type(exc).__name__
-        try:
-            values["exc_msg"] = str(exc)
-        except Exception:
-            values["exc_msg"] = "<unprintable>"
-        values["exc_loc"], values["exc_cause_loc"] = _frames.exception_locations(exc)
-        values["exc_template"] = _frames.template_location(exc)
+        values.update(exception_fields(exc))
         event_context = context if context.is_valid else None
         event = Event("partial_failure", order("partial_failure", values), event_context, time.time_ns())
         _runtime.dispatcher(event)

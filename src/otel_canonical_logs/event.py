@@ -99,17 +99,26 @@ def _collect(span: ReadableSpan | None, state: RequestState | None) -> dict[str,
     if state.cache_calls:
         values["cache_calls"] = state.cache_calls
         values["cache_time"] = _seconds(state.cache_time_ns)
-    exc = state.exc
-    if exc is not None:
-        values["exc_type"] = type(exc).__name__
-        try:
-            values["exc_msg"] = str(exc)
-        except Exception:
-            values["exc_msg"] = "<unprintable>"
-        values["exc_loc"], values["exc_cause_loc"] = _frames.exception_locations(exc)
-        values["exc_template"] = _frames.template_location(exc)
+    if state.exc is not None:
+        values.update(exception_fields(state.exc))
     values.update(state.fields)
     return values
+
+
+def exception_fields(exc: BaseException) -> dict[str, Any]:
+    """The ``exc_*`` fields of an exception: type, message, where handled, raised, in a template."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<unprintable>"
+    loc, cause_loc = _frames.exception_locations(exc)
+    return {
+        "exc_type": type(exc).__name__,
+        "exc_msg": message,
+        "exc_loc": loc,
+        "exc_cause_loc": cause_loc,
+        "exc_template": _frames.template_location(exc),
+    }
 
 
 def order(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
