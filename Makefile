@@ -44,3 +44,10 @@ bench: $(STAMP)
 ## bench-memory: worker RSS of ours (full export) before and after 100,000 /db/ requests
 bench-memory: $(STAMP)
 	$(BIN)/python bench/run.py memory
+
+## stress: the long reliability cases (tests/stress/run.py: hostile input, rejected requests, concurrency,
+## worker kills, blackholed collector, leaked spans, 100,000-request RSS) and their summary table.
+## Needs PostgreSQL like `make test`; `make stress SCALE=0.05` for a quick look.
+.PHONY: stress
+stress: $(STAMP)
+	$(BIN)/python -m tests.stress.run --scale $(or $(SCALE),1)

@@ -15,4 +15,11 @@ urlpatterns = [
     path("echo-headers/", views.echo_headers, name="echo-headers"),
     path("stubborn/", views.stubborn, name="stubborn"),
     path("slow-query/", views.slow_query, name="slow-query"),
+    # Fault cases (tests/integration/test_reliability.py, tests/stress/).
+    path("fault/context/", views.fault_context, name="fault-context"),
+    path("fault/db-error/", views.fault_db_error, name="fault-db-error"),
+    path("fault/leak-spans/", views.fault_leak_spans, name="fault-leak-spans"),
+    path("fault/stream/", views.fault_stream, name="fault-stream"),
+    path("fault/counts/", views.fault_counts, name="fault-counts"),
+    path("fault/file-name/", views.fault_file_name, name="fault-file-name"),
 ]

@@ -111,3 +111,103 @@ def slow_query(request: HttpRequest) -> HttpResponse:
                 [int(seconds * 4_000_000)],
             )
     return text("done")
+
+
+# -- fault cases for tests/integration/test_reliability.py and tests/stress/ -------------------
+# Each view misbehaves in one way an application can; the tests check that the request is served
+# exactly as without otel-canonical-logs and that its canonical line is still written.
+
+
+class _NoText:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+def fault_context(request: HttpRequest) -> HttpResponse:
+    """Context.set with values no sink can carry as they are: a lone surrogate, an object whose
+    __str__ raises, invalid UTF-8 bytes, NaN, infinity and an int beyond 64 bits."""
+    from otel_canonical_logs import Context
+
+    Context.set("surrogate", "a\ud800b")
+    Context.set("no_text", _NoText())
+    Context.set("raw_bytes", b"\xff\xfe\x00ok")
+    Context.set("nan", float("nan"))
+    Context.set("inf", float("-inf"))
+    Context.set("huge", 2**100)
+    Context.set("marker", request.GET.get("marker", ""))
+    return text("context set\n")
+
+
+def fault_db_error(request: HttpRequest) -> HttpResponse:
+    """A query against a missing table between two good ones; caught unless ?uncaught=1."""
+    from django.db import DatabaseError, transaction
+
+    before = Author.objects.count()
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM shop_no_such_table")
+    except DatabaseError:
+        if request.GET.get("uncaught") == "1":
+            raise
+    after = Book.objects.count()
+    return text(f"authors={before} books={after}\n")
+
+
+def fault_leak_spans(request: HttpRequest) -> HttpResponse:
+    """Start ?roots= root SERVER spans (new traces) and ?children= child spans of this request,
+    and never end any of them: the leaks of an application that forgets span.end()."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("shop.leaks")
+    roots = min(int(request.GET.get("roots", "0")), 1000)
+    children = min(int(request.GET.get("children", "0")), 1000)
+    for _ in range(roots):
+        tracer.start_span("leaked root", kind=trace.SpanKind.SERVER, context=otel_context.Context())
+    for _ in range(children):
+        tracer.start_span("leaked child")
+    time.sleep(min(float(request.GET.get("s", "0")), 60.0))
+    return text(f"leaked roots={roots} children={children}\n")
+
+
+def fault_stream(request: HttpRequest) -> HttpResponse:
+    """A streaming response of ?chunks= chunks, ?s= seconds apart, one query per chunk: a client
+    that hangs up early leaves the rest of the generator never iterated."""
+    from django.http import StreamingHttpResponse
+
+    chunks = min(int(request.GET.get("chunks", "3")), 1000)
+    pause = min(float(request.GET.get("s", "0")), 5.0)
+
+    def body():
+        for i in range(chunks):
+            yield f"chunk {i} books={Book.objects.count()}\n".encode()
+            time.sleep(pause)
+
+    return StreamingHttpResponse(body(), content_type="text/plain")
+
+
+def fault_counts(request: HttpRequest) -> HttpResponse:
+    """Diagnostics for tests, from this worker process: what the package counted (internal
+    errors and expected losses), requests it tracks and spans it holds, and this worker's pid."""
+    import json
+    import os
+
+    from otel_canonical_logs import _guard, _runtime
+
+    processor = _runtime.processor
+    body = {
+        "pid": os.getpid(),
+        "counts": _guard.error_counts(),
+        "open_requests": processor.open_requests() if processor is not None else None,
+        "tracked_spans": len(getattr(processor, "_owner", {})),
+    }
+    return HttpResponse(json.dumps(body), content_type="application/json")
+
+
+def fault_file_name(request: HttpRequest) -> HttpResponse:
+    """An uncaught error whose message names a file whose name is not UTF-8: os.fsdecode leaves a
+    lone surrogate in it, which no UTF-8 encoder accepts as it is."""
+    import os
+
+    name = os.fsdecode(b"report-\xff.csv")
+    raise LookupError(f"no report named {name}")

@@ -19,8 +19,10 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Status
 
 from . import _guard
+from ._values import SURROGATES
 
 COMPLAINT_INTERVAL = 60.0
 
@@ -137,7 +139,37 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         if span.context is not None and span.context.trace_flags.sampled and _queue_full(self):
             _guard.count(DROPPED_SPANS)
             return
+        description = span.status.description
+        if description is not None and not description.isascii():
+            span = _encodable_status(span, description)
         super().on_end(span)
+
+
+def _encodable_status(span: ReadableSpan, description: str) -> ReadableSpan:
+    """The span with a status description the OTLP encoder accepts.
+
+    OTel puts an uncaught exception's message into the span's status; one holding a lone
+    surrogate (an f-string with an os.fsdecode'd file name) makes the encoder reject the whole
+    batch, and every other span in it is lost. Attribute values are encoded one by one (a bad
+    one loses only itself), the status is not.
+    """
+    fixed = description.translate(SURROGATES)
+    if fixed == description:
+        return span
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=span.attributes,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=Status(span.status.status_code, fixed),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
 
 
 class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):

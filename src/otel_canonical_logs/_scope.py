@@ -29,6 +29,8 @@ current: ContextVar[RequestScope | None] = ContextVar("otel_canonical_logs_scope
 def mark_root_started(state: Any) -> None:
     """Record that a root SERVER span started inside the current request scope."""
     scope = current.get()
-    if scope is not None:
+    # The first root is the request's own; a root the application starts inside it (a new trace
+    # of its own, perhaps never ended) must not take its place for the watchdog's snapshot.
+    if scope is not None and not scope.root_started:
         scope.root_started = True
         scope.state = state

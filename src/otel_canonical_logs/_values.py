@@ -9,9 +9,15 @@ from typing import Any, cast
 MAX_CHARS = 65536
 _TRUNCATED = "...[truncated]"
 _INT64 = range(-(2**63), 2**63)
+# A lone surrogate (os.fsdecode of a non-UTF-8 file name, a decoded JSON "\ud800") cannot be
+# encoded as UTF-8: the OTLP exporter would drop the span attribute and log an error each time.
+# ``text.translate(SURROGATES)`` replaces each with U+FFFD.
+SURROGATES = {cp: "\ufffd" for cp in range(0xD800, 0xE000)}
 
 
 def _text(value: str) -> str:
+    if not value.isascii():
+        value = value.translate(SURROGATES)
     return value if len(value) <= MAX_CHARS else value[: MAX_CHARS - len(_TRUNCATED)] + _TRUNCATED
 
 

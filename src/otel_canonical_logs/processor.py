@@ -121,6 +121,11 @@ class CanonicalLogProcessor(SpanProcessor):
                 return
             if state.root_context.span_id == span_id:
                 self._roots.pop(span_id, None)
+                if state.open_spans:
+                    # Descendants still open were leaked (never ended): forget them with their
+                    # request, or each would keep the request's whole state alive.
+                    for child_id in list(state.open_spans):
+                        self._owner.pop(child_id, None)
                 if not state.done:
                     self._emit(build_event("request", span, state))
             else:

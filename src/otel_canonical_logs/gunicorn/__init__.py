@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from .. import _guard, event
-from . import saturation
+from . import rejected, saturation
 from .wsgi import CanonicalWSGI
 
 _logger = logging.getLogger("otel_canonical_logs")
@@ -62,4 +62,9 @@ def patch() -> None:
     _patched(Arbiter, "start", make_start)
     _patched(Worker, "__init__", make_init)
     _patched(Worker, "load_wsgi", make_load_wsgi)
+    # Requests Gunicorn rejects before the application sees them (400, 414, 431...) get a line too.
+    from gunicorn import util
+
+    _patched(Worker, "handle_error", rejected.make_handle_error)
+    _patched(util, "write_error", rejected.make_write_error)
     event.server_fields = saturation.fields

@@ -11,7 +11,7 @@ from typing import Any
 from .. import _guard, _runtime, _scope
 from .._request import fields_from_environ
 from ..event import Event, order
-from . import saturation
+from . import rejected, saturation
 from .watchdog import Watchdog
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -47,6 +47,7 @@ class CanonicalWSGI:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         scope = _scope.RequestScope(environ)
         token = _scope.current.set(scope)
+        rejected.served(environ)  # so Gunicorn's error handler never writes a second line for it
         start = time.perf_counter_ns()
         status: list[str] = []
         watchdog = self.watchdog

@@ -26,7 +26,13 @@ def request_hook(span: trace.Span, request: Any) -> None:
         processor = _runtime.processor
         state = processor.state_for(span) if processor is not None else None
         if state is not None:
-            state.fields.update(fields_from_environ(request.META))
+            fields = fields_from_environ(request.META)
+            # Django has replaced META's PATH_INFO with the decoded path: decoding it again as
+            # WSGI's latin-1 text would mangle it (/café/ -> /caf\ufffd/). request.path is it.
+            path = getattr(request, "path", None)
+            if isinstance(path, str) and path:
+                fields["req_path"] = path
+            state.fields.update(fields)
             state.environ = request.META
     except Exception as exc:
         _guard.report("django.request_hook", exc)

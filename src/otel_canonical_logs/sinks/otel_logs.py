@@ -10,6 +10,7 @@ from typing import Any
 from opentelemetry._logs import LoggerProvider, SeverityNumber
 from opentelemetry.trace import NonRecordingSpan, set_span_in_context
 
+from .._values import SURROGATES
 from ..event import Event
 from .logfmt import TRUNCATION_MARKER
 from .logfmt import _safe_key as safe_key  # the very keys of the logfmt line
@@ -74,6 +75,10 @@ class OTelLogSink:
                     value = _text(value)
             if type(value) is str and len(value) > cap:
                 value = value[:keep] + TRUNCATION_MARKER
+            if type(value) is str and not value.isascii():
+                # A lone surrogate (in an exception message, say) cannot be encoded as UTF-8:
+                # the OTLP exporter would drop the attribute and log an error.
+                value = value.translate(SURROGATES)
             attrs[safe_key(key)] = value
         return attrs
 

@@ -34,7 +34,10 @@ class StdoutSink:
         try:
             return sys.stdout.fileno()
         except Exception:
-            return 1
+            # No usable sys.stdout. If Python found descriptor 1 closed at startup (``>&-``;
+            # sys.__stdout__ is None), 1 may since have been reused for another file (Gunicorn's
+            # heartbeat file, a socket): never write there, the write fails and is counted.
+            return 1 if sys.__stdout__ is not None else -1
 
     def __call__(self, event: Event) -> None:
         data = self._encode(event.fields, self._max_len)
