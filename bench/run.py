@@ -72,6 +72,7 @@ def dev_versions() -> dict[str, str]:
         "opentelemetry-instrumentation-django",
         "opentelemetry-exporter-otlp-proto-http",
         "otel-canonical-logs",
+        "requests",
     ]
     code = (
         "import json, importlib.metadata as m, sys\n"
@@ -84,7 +85,12 @@ def dev_versions() -> dict[str, str]:
 
 
 def venv_requirements(versions: dict[str, str]) -> dict[str, list[str]]:
-    core = [f"django=={versions['django']}", f"gunicorn=={versions['gunicorn']}"]
+    # requests: imported at module level by the example's shop/api_views.py.
+    core = [
+        f"django=={versions['django']}",
+        f"gunicorn=={versions['gunicorn']}",
+        f"requests=={versions['requests']}",
+    ]
     contrib = versions["opentelemetry-instrumentation"]
     sdk = versions["opentelemetry-sdk"]
     return {
@@ -236,7 +242,10 @@ def base_env() -> dict[str, str]:
     }
     # Set for every configuration alike: plain OTel's DjangoInstrumentor and the original's
     # post_fork hook both read settings before wsgi.py runs (ours would not need it).
-    env["DJANGO_SETTINGS_MODULE"] = "mysite.settings"
+    # bench_settings = the example's settings, plus a stand-in for the few names the example
+    # imports from our package where the package is not installed (see the module).
+    env["DJANGO_SETTINGS_MODULE"] = "bench_settings"
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCH / "pythonpath"), str(EXAMPLE)])
     env["EXAMPLE_DB"] = "sqlite"
     env["EXAMPLE_SQLITE_PATH"] = str(DB_PATH)
     return env
@@ -485,7 +494,11 @@ class Server:
                 pass
             time.sleep(0.1)
         self.stop()
-        sys.exit(f"{self.config.key}: Gunicorn did not answer on port {self.port}; see {self.err_path}")
+        tail = self.err_path.read_text(errors="replace").strip().splitlines()[-5:]
+        sys.exit(
+            f"{self.config.key}: Gunicorn did not answer on port {self.port}; {self.err_path} ends with:\n"
+            + "\n".join(tail)
+        )
 
     def worker_pid(self) -> int:
         """The sync worker: the only child of the Gunicorn master."""
@@ -529,7 +542,6 @@ class WrkResult:
     requests: int
     seconds: float
     errors: int  # non-2xx/3xx responses + socket errors
-    p50_ms: float | None
 
 
 def _ms(value: str, unit: str) -> float:
@@ -538,7 +550,7 @@ def _ms(value: str, unit: str) -> float:
 
 def run_wrk(wrk: str, url: str, seconds: float) -> WrkResult:
     out = subprocess.run(
-        [wrk, "-t1", "-c1", f"-d{max(1, round(seconds))}s", "--latency", url],  # whole seconds only
+        [wrk, "-t1", "-c1", f"-d{max(1, round(seconds))}s", url],  # whole seconds only
         capture_output=True,
         text=True,
         timeout=seconds + 60,
@@ -555,8 +567,7 @@ def run_wrk(wrk: str, url: str, seconds: float) -> WrkResult:
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         errors += sum(int(x) for x in sock.groups())
-    p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
-    return WrkResult(rps, requests, elapsed, errors, _ms(*p50.groups()) if p50 else None)
+    return WrkResult(rps, requests, elapsed, errors)
 
 
 def machine_lines() -> list[str]:
@@ -632,9 +643,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     reqs = venv_requirements(versions)
     bins = {name: ensure_venv(name, reqs[name]) for name in {c.venv for c in configs} - {"dev"}}
     prepare_db()
+    shutil.rmtree(LOGS, ignore_errors=True)
     quiet = Quiet()
     rps: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    p50: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     sent: dict[str, int] = defaultdict(int)
     lines: dict[str, int] = defaultdict(int)
     exports: dict[str, dict[str, dict[str, int]]] = {}
@@ -669,8 +680,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             quiet.remeasured += 1
                             log(f"{config.key} {path}: other processes used {foreign:.0%} of a CPU; again")
                         rps[config.key][path].append(result.rps)
-                        if result.p50_ms is not None:
-                            p50[config.key][path].append(result.p50_ms)
                         log(f"round {rnd + 1}/{args.rounds} {config.key:13} {path:6} {result.rps:8.1f} req/s")
                 finally:
                     server.stop()
@@ -687,7 +696,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sink_totals = sink.stop() if sink else ""
     elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
     body = render_bench(
-        args, configs, versions, wrk, started, elapsed, rps, p50, sent, lines, exports, errors, quiet.notes()
+        args, configs, versions, wrk, started, elapsed, rps, sent, lines, exports, errors, quiet.notes()
     )
     if sink_totals:
         log(sink_totals.strip().splitlines()[-1])
@@ -696,9 +705,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_bench(
-    args, configs, versions, wrk, started, elapsed, rps, p50, sent, lines, exports, errors, notes
-):
+def render_bench(args, configs, versions, wrk, started, elapsed, rps, sent, lines, exports, errors, notes):
     med = {c.key: {p: statistics.median(rps[c.key][p]) for p in ENDPOINTS} for c in configs}
     ovh = {c.key: {p: overhead_us(med[c.key][p], med["bare"][p]) for p in ENDPOINTS} for c in configs}
     per_query = {c.key: (ovh[c.key]["/db/"] - ovh[c.key]["/ok/"]) / DB_QUERIES for c in configs}
@@ -752,6 +759,8 @@ def render_bench(
         parts = []
         for path in sorted(got):
             counts = got[path]
+            if not counts.get("requests"):
+                continue
             item = next((k for k in ("spans", "log_records", "data_points") if k in counts), None)
             detail = f", {counts[item]} {item}" if item else ""
             parts.append(
@@ -920,23 +929,31 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
 # -- profile -----------------------------------------------------------------------------------
 
+# (substring of the full file name, package) - first match wins. Without --native, time in C
+# code (sqlite3, socket writes) is charged to the Python frame that called it.
 CATEGORIES = (
-    ("otel_canonical_logs", "ours (otel_canonical_logs)"),
-    ("opentelemetry/sdk/", "OTel SDK"),
-    ("opentelemetry/exporter/", "OTel exporters"),
-    ("opentelemetry/proto/", "OTel exporters"),
-    ("google/protobuf/", "OTel exporters"),
-    ("opentelemetry/instrumentation/", "OTel contrib instrumentation"),
-    ("opentelemetry/util/", "OTel contrib instrumentation"),
-    ("opentelemetry/semconv", "OTel contrib instrumentation"),
-    ("opentelemetry/", "OTel API"),
-    ("wrapt/", "OTel contrib instrumentation"),
+    ("/otel_canonical_logs/", "ours (otel_canonical_logs)"),
+    ("/opentelemetry/sdk/trace/", "OTel SDK: trace"),
+    ("/opentelemetry/sdk/_logs/", "OTel SDK: logs"),
+    ("/opentelemetry/sdk/metrics/", "OTel SDK: metrics"),
+    ("/opentelemetry/sdk/", "OTel SDK: other"),
+    ("/opentelemetry/exporter/", "OTLP export (encode + HTTP)"),
+    ("/opentelemetry/proto/", "OTLP export (encode + HTTP)"),
+    ("/google/protobuf/", "OTLP export (encode + HTTP)"),
+    ("/requests/", "OTLP export (encode + HTTP)"),
+    ("/urllib3/", "OTLP export (encode + HTTP)"),
+    ("/opentelemetry/instrumentation/", "OTel contrib instrumentors"),
+    ("/opentelemetry/util/", "OTel contrib instrumentors"),
+    ("/opentelemetry/semconv", "OTel contrib instrumentors"),
+    ("/wrapt/", "OTel contrib instrumentors"),
+    ("/opentelemetry/", "OTel API (context, trace API)"),
     ("/django/", "Django"),
     ("/gunicorn/", "Gunicorn"),
     ("/sqlite3/", "sqlite3 module"),
-    ("/mysite/", "example app"),
-    ("/shop/", "example app"),
+    ("/example/", "example app"),
+    ("/gunicorn_django_canonical_logs/", "gunicorn-django-canonical-logs"),
 )
+INSTRUMENTATION = ("ours", "OTel", "OTLP", "gunicorn-django")
 
 
 def category(frame: str) -> str:
@@ -946,48 +963,66 @@ def category(frame: str) -> str:
     return "Python stdlib / other"
 
 
-def summarize_profile(raw: Path, top: int = 25) -> tuple[list[str], int]:
-    """Collapsed py-spy stacks -> self time by category, top frames by inclusive and self time."""
+def short(frame: str) -> str:
+    """'func (/long/path/site-packages/pkg/mod.py)' -> 'func (pkg/mod.py)'."""
+    name, _, path = frame.partition(" (")
+    for marker in ("site-packages/", f"{ROOT}/src/", f"{ROOT}/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path}"
+
+
+def summarize_profile(raw: Path, us_per_sample: float, top: int = 20) -> tuple[list[str], int]:
+    """Collapsed py-spy stacks (--threads --full-filenames --nolineno) -> markdown tables."""
     per_thread: dict[str, int] = defaultdict(int)
     self_cat: dict[str, int] = defaultdict(int)
     incl: dict[str, int] = defaultdict(int)
     self_fn: dict[str, int] = defaultdict(int)
     total = 0
-    for line in raw.read_text().splitlines():
+    for line in raw.read_text(errors="replace").split("\n"):
         stack, _, count_s = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_s)
         frames = stack.split(";")
-        thread = frames[0]  # --threads puts the thread first
-        frames = frames[1:]
-        if not frames:
-            continue
+        if len(frames) < 2 or not count_s.isdigit():
+            continue  # --nonblocking can read a torn frame name now and then
+        count = int(count_s)
+        thread, frames = frames[0], frames[1:]  # --threads puts the thread first
         total += count
-        per_thread[thread] += count
+        per_thread[thread.split(": ", 1)[-1]] += count
         self_cat[category(frames[-1])] += count
         self_fn[frames[-1]] += count
         for f in set(frames):
             incl[f] += count
-    pct = lambda n: f"{100 * n / total:.1f}%"  # noqa: E731
-    out = ["| thread | samples |", "|---|---:|"]
+
+    def cells(n: int) -> str:
+        return f"{100 * n / total:.1f}% | {n * us_per_sample:.0f}"
+
+    out = ["| thread | share | ≈ µs/request |", "|---|---:|---:|"]
     for t, n in sorted(per_thread.items(), key=lambda kv: -kv[1]):
-        out.append(f"| {t} | {pct(n)} |")
-    out += ["", "| self time by package | samples |", "|---|---:|"]
+        out.append(f"| {t} | {cells(n)} |")
+    out += ["", "| self time by package | share | ≈ µs/request |", "|---|---:|---:|"]
     for c, n in sorted(self_cat.items(), key=lambda kv: -kv[1]):
-        out.append(f"| {c} | {pct(n)} |")
+        out.append(f"| {c} | {cells(n)} |")
+    instr = [(f, n) for f, n in incl.items() if category(f).startswith(INSTRUMENTATION)]
     out += [
         "",
-        f"Top {top} frames by inclusive time (share of all non-idle samples):",
+        f"Instrumentation frames (ours, OTel, OTLP) by inclusive time, top {top}:",
         "",
-        "| frame | inclusive | self |",
+        "| frame | package | inclusive | ≈ µs/request | self % |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for f, n in sorted(instr, key=lambda kv: -kv[1])[:top]:
+        self_pct = 100 * self_fn.get(f, 0) / total
+        out.append(f"| `{short(f)}` | {category(f)} | {cells(n)} | {self_pct:.1f}% |")
+    out += [
+        "",
+        f"All frames by self time, top {top}:",
+        "",
+        "| frame | self | ≈ µs/request |",
         "|---|---:|---:|",
     ]
-    for f, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
-        out.append(f"| `{f}` | {pct(n)} | {pct(self_fn.get(f, 0))} |")
-    out += ["", f"Top {top} frames by self time:", "", "| frame | self |", "|---|---:|"]
     for f, n in sorted(self_fn.items(), key=lambda kv: -kv[1])[:top]:
-        out.append(f"| `{f}` | {pct(n)} |")
+        out.append(f"| `{short(f)}` | {cells(n)} |")
     return out, total
 
 
@@ -1034,7 +1069,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                     "--nonblocking",
                 ]
                 subprocess.run(
-                    [*spy, "--threads", "--nolineno", "--format", "raw", "-o", raw],
+                    [*spy, "--threads", "--nolineno", "--full-filenames", "--format", "raw", "-o", raw],
                     check=True,
                     capture_output=True,
                     timeout=args.seconds + 60,
@@ -1054,7 +1089,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     finally:
         if sink:
             sink.stop()
-    table, total = summarize_profile(raw)
+    # A sample stands for 1/rate s of thread time; spread over the requests served meanwhile.
+    us_per_sample = 1e6 / args.rate / (load_rps * args.seconds)
+    table, total = summarize_profile(raw, us_per_sample)
     out = [f"## Profile: {config.key} on `{args.path}` — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"]
     out.append(
         f"- command: `python bench/run.py profile --config {config.key} --path {args.path} "
