@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from types import TracebackType
 from typing import Any
@@ -90,15 +90,7 @@ class Context:
     @staticmethod
     def set(key: str, value: Any, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Set ``<namespace>_<key>`` (``app_<key>`` by default); ``None`` removes it."""
-        try:
-            target = _target()
-            if target is None:
-                return
-            full = _resolve(key, namespace)
-            if full is not None:
-                _store(target, full, safe_value(value))
-        except Exception as exc:
-            _guard.report("context.set", exc)
+        _set_fields(((key, value),), namespace)
 
     @staticmethod
     def update(
@@ -106,16 +98,7 @@ class Context:
     ) -> None:
         """Set several fields at once. ``beginning`` is accepted for compatibility and ignored:
         application fields always follow the canonical ones."""
-        try:
-            target = _target()
-            if target is None:
-                return
-            for key, value in context.items():
-                full = _resolve(key, namespace)
-                if full is not None:
-                    _store(target, full, safe_value(value))
-        except Exception as exc:
-            _guard.report("context.set", exc)
+        _set_fields(context.items(), namespace)
 
     @staticmethod
     def get(key: str, *, namespace: str = DEFAULT_NAMESPACE) -> Any:
@@ -194,3 +177,17 @@ class Timer:
             _store(target, full, total)
         except Exception as err:
             _guard.report("context.time", err)
+
+
+def _set_fields(items: Iterable[tuple[str, Any]], namespace: str) -> None:
+    """Store each ``(key, value)`` on the current request, if there is one; never raises."""
+    try:
+        target = _target()
+        if target is None:
+            return
+        for key, value in items:
+            full = _resolve(key, namespace)
+            if full is not None:
+                _store(target, full, safe_value(value))
+    except Exception as exc:
+        _guard.report("context.set", exc)
