@@ -1,6 +1,6 @@
 """Benchmark driver for otel-canonical-logs: `make bench`, `make bench-memory`, and profiling.
 
-    python bench/run.py bench     [--rounds 4] [--duration 5] [--warmup 1] [--configs a,b,...]
+    python bench/run.py bench     [--rounds 4] [--duration 5] [--warmup 1] [--configs a,b,...] [--no-write]
     python bench/run.py memory    [--requests 100000] [--warmup-requests 2000]
     python bench/run.py profile   [--config ours-full] [--path /db/] [--seconds 10]
 
@@ -14,6 +14,11 @@ text outside the markers is kept.
 The comparison venvs live in bench/.venvs/ and are reused while their pinned requirements stay
 the same; they pin Django, Gunicorn and the OpenTelemetry packages to the versions of the dev venv
 (.venv), so the only difference between configurations is the instrumentation.
+
+Measurements wait while a test/lint run or any process outside the bench uses the machine, and a
+measurement during which outside processes took more than FOREIGN_LIMIT of a CPU is repeated.
+tests/stress/run.py reuses LOGS, ensure_wrk, prepare_db, Sink, Server, CONFIG_BY_KEY and
+load_until: keep their signatures.
 """
 
 from __future__ import annotations
@@ -701,7 +706,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if sink_totals:
         log(sink_totals.strip().splitlines()[-1])
     print(body)
-    write_section("bench", body)
+    if not args.no_write:
+        write_section("bench", body)
     return 0
 
 
@@ -1124,6 +1130,7 @@ def main() -> int:
     bench.add_argument(
         "--configs", help="comma-separated keys (default: all): " + ",".join(c.key for c in CONFIGS)
     )
+    bench.add_argument("--no-write", action="store_true", help="print the results, leave RESULTS.md alone")
     memory = sub.add_parser("memory", help="worker RSS over 100,000 /db/ requests (make bench-memory)")
     memory.add_argument("--requests", type=int, default=100_000)
     memory.add_argument("--warmup-requests", type=int, default=2_000)
