@@ -27,12 +27,17 @@ def request_id(incoming: str | None) -> str:
     return os.urandom(16).hex()
 
 
-def fields_from_environ(environ: Mapping[str, Any]) -> dict[str, Any]:
-    """``req_*`` fields of one request; the path never carries the query string."""
+def fields_from_environ(environ: Mapping[str, Any], path_info: str | None = None) -> dict[str, Any]:
+    """``req_*`` fields of one request; the path never carries the query string.
+
+    ``path_info`` is the raw WSGI ``PATH_INFO`` when the caller kept it: Django replaces the
+    environ's with its decoded path, which must not be decoded a second time.
+    """
+    raw_path = environ.get("PATH_INFO", "") if path_info is None else path_info
     fields: dict[str, Any] = {
         "req_id": request_id(environ.get("HTTP_X_REQUEST_ID")),
         "req_method": environ.get("REQUEST_METHOD"),
-        "req_path": wsgi_str(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/",
+        "req_path": wsgi_str(environ.get("SCRIPT_NAME", "") + raw_path) or "/",
     }
     referrer = environ.get("HTTP_REFERER")
     if referrer:

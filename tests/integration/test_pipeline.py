@@ -249,3 +249,20 @@ def test_gthread_concurrent_requests_each_get_their_line(
     got = [e for e in events(lines) if e["req_path"] == "/n-plus-one/"]
     assert sorted(ids) == sorted(e["req_id"] for e in got)
     assert {("6", "5")} == {(e["db_queries"], e["db_dup_queries"]) for e in got}
+
+
+def test_excluded_url_keeps_its_non_ascii_path(
+    gunicorn: Callable[..., GunicornServer], db_env: dict[str, str]
+) -> None:
+    """A URL excluded from Django's instrumentation gets the fallback line, its path undamaged.
+
+    Django rewrites the environ's PATH_INFO with the decoded path; the fallback line must use the
+    raw one, or ``é`` is decoded twice into U+FFFD.
+    """
+    srv = gunicorn(env={**db_env, "OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "caf"})
+    marker = uuid.uuid4().hex
+    http_session().get(srv.url("/caf%C3%A9/"), headers={"User-Agent": marker})
+    lines = srv.wait_for_stdout(lambda ls: any(marker in ln for ln in ls))
+    [event] = [e for e in events(lines) if e.get("req_user_agent") == marker]
+    assert ("/café/", "404") == (event["req_path"], event["resp_status"])
+    assert "trace_id" not in event  # no root span saw it: this is the fallback line

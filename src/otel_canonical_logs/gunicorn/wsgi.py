@@ -46,6 +46,7 @@ class CanonicalWSGI:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         scope = _scope.RequestScope(environ)
+        path_info = environ.get("PATH_INFO", "")  # raw: Django rewrites the environ's in place
         token = _scope.current.set(scope)
         rejected.served(environ)  # so Gunicorn's error handler never writes a second line for it
         start = time.perf_counter_ns()
@@ -77,12 +78,14 @@ class CanonicalWSGI:
             if watchdog is not None:
                 watchdog.disarm(scope)
             if not scope.root_started and not scope.fired:
-                self._emit(environ, status, failed, time.perf_counter_ns() - start)
+                self._emit(environ, path_info, status, failed, time.perf_counter_ns() - start)
 
     @staticmethod
-    def _emit(environ: dict[str, Any], status: list[str], failed: bool, elapsed_ns: int) -> None:
+    def _emit(
+        environ: dict[str, Any], path_info: str, status: list[str], failed: bool, elapsed_ns: int
+    ) -> None:
         try:
-            fields = fields_from_environ(environ)
+            fields = fields_from_environ(environ, path_info)
             if status:
                 fields["resp_status"] = int(status[0].split(" ", 1)[0])
             elif failed:
