@@ -31,6 +31,7 @@ class RequestState:
         "db_queries",
         "db_time_ns",
         "done",
+        "ended",
         "environ",
         "exc",
         "fields",
@@ -39,6 +40,7 @@ class RequestState:
         "open_spans",
         "root_context",
         "root_span",
+        "sampled",
         "sql",
         "start_ns",
         "thread_id",
@@ -71,3 +73,7 @@ class RequestState:
         self.open_spans: dict[int, Any] = {}
         # Set once the request's event went out early (a timeout): the root's end emits nothing.
         self.done = False
+        # Whether the request's trace is exported, read once here for the per-query fast path.
+        self.sampled = bool(root_context.trace_flags.sampled)
+        # Set when the root span ended: later queries (a streamed body) are no longer the request's.
+        self.ended = False

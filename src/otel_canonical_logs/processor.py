@@ -120,6 +120,7 @@ class CanonicalLogProcessor(SpanProcessor):
             if state is None:
                 return
             if state.root_context.span_id == span_id:
+                state.ended = True
                 self._roots.pop(span_id, None)
                 if state.open_spans:
                     # Descendants still open were leaked (never ended): forget them with their

@@ -115,6 +115,46 @@ def test_driver_instrumentor_is_taken_off_django_connections(traced: Traced) -> 
         SQLite3Instrumentor().uninstrument()
 
 
+def test_driver_instrumentor_never_wraps_django_connections(
+    traced: Traced, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Django connects through the bare driver (no throw-away proxy); the app's own connections
+    keep the driver's tracing, and the driver's uninstrument still restores ``connect``."""
+    import sqlite3
+
+    import wrapt
+    from django.db import connection
+    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+
+    from otel_canonical_logs.instrumentation import django_db
+
+    handed: list[type] = []
+    original_untraced = django_db.untraced
+
+    def spy(raw: Any) -> Any:
+        handed.append(type(raw))
+        return original_untraced(raw)
+
+    monkeypatch.setattr(django_db, "untraced", spy)
+    connection.close()
+    SQLite3Instrumentor().instrument(tracer_provider=traced.provider)
+    try:
+        traced.exporter.clear()
+        assert 10 == _get("/db/")["db_queries"]
+        assert [sqlite3.Connection] == handed
+
+        own = sqlite3.connect(str(tmp_path / "own.sqlite3"))
+        own.cursor().execute("SELECT 1")
+        own.close()
+        scopes = [s.instrumentation_scope.name for s in traced.db_spans()]
+        assert 1 == scopes.count("opentelemetry.instrumentation.sqlite3")
+    finally:
+        connection.close()
+        SQLite3Instrumentor().uninstrument()
+    assert not isinstance(sqlite3.dbapi2.connect, wrapt.ObjectProxy)
+    assert not isinstance(sqlite3.connect, wrapt.ObjectProxy)
+
+
 def test_our_wrapping_makes_one_span_per_query(traced: Traced) -> None:
     """Without a driver instrumentor, our dbapi wrapping makes exactly one span per query."""
     from django.db import connection
@@ -125,6 +165,19 @@ def test_our_wrapping_makes_one_span_per_query(traced: Traced) -> None:
     db_spans = traced.db_spans()
     assert 10 == event["db_queries"] == len(db_spans)
     assert {"otel_canonical_logs.django_db"} == {s.instrumentation_scope.name for s in db_spans}
+
+
+def test_each_new_connection_reuses_the_alias_integration(traced: Traced) -> None:
+    """CONN_MAX_AGE=0 opens a connection per request; its dbapi integration is built once."""
+    from django.db import connection
+
+    integrations = []
+    for _ in range(2):
+        connection.close()
+        connection.ensure_connection()
+        integrations.append(connection.connection._self_db_api_integration)
+    assert integrations[0] is integrations[1]
+    assert 10 == _get("/db/")["db_queries"]
 
 
 def test_capture_events_sees_the_exception_fields(traced: Traced) -> None:

@@ -12,8 +12,9 @@ the line the same fields.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection
+from contextvars import ContextVar
+from time import perf_counter_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -24,13 +25,19 @@ from opentelemetry.instrumentation.dbapi import (
     TracedCursorProxy,
 )
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .. import __version__, _guard, _runtime
+from .._scope import current as _scope_current
 from .._state import RequestState
 
 # The key OTel uses to suppress instrumentation (``suppress_instrumentation()``).
 _SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 _OPEN_QUERY = -1  # key of the fast path's in-flight statement in RequestState.open_spans
+_INTEGRATION_ATTR = "_otel_canonical_logs_integration"
+_generation = [0]  # bumped by each instrument(): cached integrations carry the old options
+# True while Django opens a connection (BaseDatabaseWrapper.connect).
+_django_connecting: ContextVar[bool] = ContextVar("otel_canonical_logs_django_connecting", default=False)
 
 # Django vendor -> OpenTelemetry db.system value.
 _options: dict[str, Any] = {}
@@ -95,18 +102,28 @@ def _unsampled_request() -> RequestState | None:
 
 
 def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    state = _unsampled_request()
+    # Per query, so the common case is decided from what the request scope already holds: a
+    # query made straight under the request's root span belongs to that request, sampled or not
+    # as the root was. Anything else (a query under a template span, outside Gunicorn's scope, in
+    # a trace the application started) takes the general look-up.
+    ctx = otel_context.get_current()
+    scope = _scope_current.get()
+    state = scope.state if scope is not None else None
+    if state is None or state.ended or ctx.get(_SPAN_KEY) is not state.root_span:
+        state = _unsampled_request()
+    elif state.sampled:
+        state = None
     if state is None:
         return proxy._self_cursor_tracer.traced_execution(proxy.__wrapped__, method, *args, **kwargs)
-    if otel_context.get_value(_SUPPRESS):
+    if ctx.get(_SUPPRESS):
         return method(*args, **kwargs)
     statement = args[0] if args else None
     state.open_spans[_OPEN_QUERY] = statement
-    start = time.perf_counter_ns()
+    start = perf_counter_ns()
     try:
         return method(*args, **kwargs)
     finally:
-        elapsed = time.perf_counter_ns() - start
+        elapsed = perf_counter_ns() - start
         state.open_spans.pop(_OPEN_QUERY, None)
         processor = _runtime.processor
         if processor is not None:
@@ -134,17 +151,55 @@ class _Connection(TracedConnectionProxy):  # type: ignore[misc]
         return _Cursor(self.__wrapped__.cursor(*args, **kwargs), self._self_db_api_integration)
 
 
-def _wrap(connection: Any) -> None:
-    _quiet_debug_bookkeeping(type(connection.ops))
-    if connection.connection is None:
-        return
-    raw = untraced(connection.connection)
+def _integration(connection: Any, raw: Any) -> DatabaseApiIntegration:
+    """One integration per Django connection object (per alias and thread), reused by every
+    raw connection it opens: with ``CONN_MAX_AGE=0`` that is one per request, and building an
+    integration (tracer, semconv look-ups, connection attributes) costs tens of microseconds."""
+    cached = connection.__dict__.get(_INTEGRATION_ATTR)
+    if cached is not None and cached[0] == _generation[0]:
+        return cached[1]
     system = _DB_SYSTEMS.get(connection.vendor, connection.vendor)
     integration = DatabaseApiIntegration(
         "otel_canonical_logs.django_db", system, version=__version__, **_options
     )
     integration.get_connection_attributes(raw)
-    connection.connection = _Connection(raw, integration)
+    connection.__dict__[_INTEGRATION_ATTR] = (_generation[0], integration)
+    return integration
+
+
+def _wrap(connection: Any) -> None:
+    _quiet_debug_bookkeeping(type(connection.ops))
+    if connection.connection is None:
+        return
+    raw = untraced(connection.connection)
+    connection.connection = _Connection(raw, _integration(connection, raw))
+
+
+def _bypass_driver_tracing(module: Any) -> None:
+    """Keep a driver instrumentor's ``connect`` wrapper from wrapping Django's own connections.
+
+    ``opentelemetry-instrumentation-sqlite3``/``-psycopg`` wrap the driver's ``connect`` and
+    build a ``DatabaseApiIntegration`` plus a proxy for every connection (about 65 µs), which
+    ``untraced()`` would only take off again. Their wrapper is re-wrapped once, in place, by
+    one that calls the bare ``connect`` while Django connects and theirs otherwise: connections
+    the application opens itself stay traced, and ``unwrap`` (their uninstrument) still works.
+    """
+    import wrapt
+
+    fn = getattr(module, "connect", None)
+    wrapper = getattr(fn, "_self_wrapper", None)
+    if wrapper is None or getattr(wrapper, "_otel_canonical_logs", False):
+        return
+    if not (getattr(wrapper, "__module__", "") or "").startswith("opentelemetry."):
+        return
+
+    def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if _django_connecting.get():
+            return wrapped(*args, **kwargs)
+        return wrapper(wrapped, instance, args, kwargs)
+
+    connect._otel_canonical_logs = True  # type: ignore[attr-defined]
+    module.connect = wrapt.FunctionWrapper(fn.__wrapped__, connect)  # type: ignore[union-attr]
 
 
 def _patch_connect() -> None:
@@ -163,8 +218,16 @@ def _patch_connect() -> None:
         return
 
     def connect(self: Any) -> None:
-        with suppress_instrumentation():
-            original(self)
+        # Every backend connects through ``DatabaseWrapper.Database.connect``; a driver
+        # instrumentor loaded after us is caught on the next connection.
+        with _guard.guard("django_db.bypass_driver_tracing"):
+            _bypass_driver_tracing(getattr(type(self), "Database", None))
+        token = _django_connecting.set(True)
+        try:
+            with suppress_instrumentation():
+                original(self)
+        finally:
+            _django_connecting.reset(token)
 
     connect._otel_canonical_logs = True  # type: ignore[attr-defined]
     connect.__wrapped__ = original  # type: ignore[attr-defined]
@@ -189,6 +252,7 @@ class DjangoDatabaseInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from django.db.backends.signals import connection_created
 
         _options.clear()
+        _generation[0] += 1
         if kwargs.get("tracer_provider") is not None:
             _options["tracer_provider"] = kwargs["tracer_provider"]
 
