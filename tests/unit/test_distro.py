@@ -54,9 +54,20 @@ def test_without_an_endpoint_nothing_is_exported() -> None:
 
 
 def test_with_an_endpoint_exporters_default_to_otlp() -> None:
-    """Pointing OTEL_EXPORTER_OTLP_ENDPOINT at a collector turns OTLP export on."""
+    """Pointing OTEL_EXPORTER_OTLP_ENDPOINT at a collector turns OTLP export of traces and
+    canonical logs on; metrics stay off."""
     got = _probe(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
-    assert ("otlp", "otlp") == (got["env"]["OTEL_TRACES_EXPORTER"], got["env"]["OTEL_LOGS_EXPORTER"])
+    assert ("otlp", "otlp", "none") == (
+        got["env"]["OTEL_TRACES_EXPORTER"],
+        got["env"]["OTEL_LOGS_EXPORTER"],
+        got["env"]["OTEL_METRICS_EXPORTER"],
+    )
+
+
+def test_metrics_are_exported_only_when_asked_for() -> None:
+    """A user who asks for metrics gets them: OTEL_METRICS_EXPORTER=otlp is kept."""
+    got = _probe(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_METRICS_EXPORTER="otlp")
+    assert "otlp" == got["env"]["OTEL_METRICS_EXPORTER"]
 
 
 def test_user_settings_are_never_overridden() -> None:
