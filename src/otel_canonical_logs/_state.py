@@ -73,7 +73,8 @@ class RequestState:
         self.open_spans: dict[int, Any] = {}
         # Set once the request's event went out early (a timeout): the root's end emits nothing.
         self.done = False
-        # Whether the request's trace is exported, read once here for the per-query fast path.
+        # Whether the request's spans go anywhere: its trace is sampled (and, see the processor,
+        # some other span processor receives spans). Read per query by the DB fast path.
         self.sampled = bool(root_context.trace_flags.sampled)
         # Set when the root span ended: later queries (a streamed body) are no longer the request's.
         self.ended = False

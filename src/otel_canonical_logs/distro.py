@@ -135,7 +135,9 @@ def install() -> None:
         return
     logs = os.environ.get("OTEL_LOGS_EXPORTER", "none").strip().lower() not in ("", "none")
     logger_provider = get_logger_provider() if logs else None
-    provider.add_span_processor(_runtime.build(logger_provider))
+    processor = _runtime.build(logger_provider)
+    provider.add_span_processor(processor)
+    processor.watch(provider)
     from .gunicorn import patch as patch_gunicorn
 
     patch_gunicorn()

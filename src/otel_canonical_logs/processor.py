@@ -59,6 +59,7 @@ class CanonicalLogProcessor(SpanProcessor):
         self._roots: dict[int, RequestState] = {}
         self._lock = threading.Lock()
         self._max_owned = self._max_open * 64
+        self._multi: Any = None  # the tracer provider's multi span processor, once watched
 
     # -- lookups used by hooks on the request path -------------------------------------------
 
@@ -90,8 +91,22 @@ class CanonicalLogProcessor(SpanProcessor):
         except Exception as exc:
             _guard.report("processor.on_start", exc)
 
+    def watch(self, provider: Any) -> None:
+        """Follow which span processors the tracer provider runs besides this one."""
+        self._multi = getattr(provider, "_active_span_processor", None)
+
+    def _spans_go_elsewhere(self) -> bool:
+        # The SDK's multi-processor keeps its processors in a tuple it replaces on each
+        # add_span_processor. Unknown layout: assume another processor wants the spans.
+        processors = getattr(self._multi, "_span_processors", None)
+        return processors is None or processors != (self,)
+
     def _start_request(self, span: Span, span_id: int) -> None:
         state = RequestState(span, span.context, span.start_time or 0)
+        if state.sampled and self._multi is not None and not self._spans_go_elsewhere():
+            # No exporter or other processor would ever see this request's query spans: count
+            # its queries on the fast path, as for an unsampled request. Same fields.
+            state.sampled = False
         _scope.mark_root_started(state)
         with self._lock:
             self._owner[span_id] = state

@@ -180,6 +180,37 @@ def test_each_new_connection_reuses_the_alias_integration(traced: Traced) -> Non
     assert 10 == _get("/db/")["db_queries"]
 
 
+def test_no_query_spans_when_nothing_but_ours_receives_spans(
+    traced: Traced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exporters off (our processor alone on the provider): queries make no spans, and the line
+    has the same DB fields as with spans."""
+    from opentelemetry.instrumentation.dbapi import CursorTracer
+
+    from otel_canonical_logs import _runtime
+
+    processor = _runtime.processor
+    assert processor is not None
+    spans = _get("/n-plus-one/")
+
+    class Alone:
+        _span_processors = (processor,)
+
+    traced_calls: list[object] = []
+    original = CursorTracer.traced_execution
+    monkeypatch.setattr(
+        CursorTracer,
+        "traced_execution",
+        lambda self, *a, **k: traced_calls.append(a) or original(self, *a, **k),
+    )
+    monkeypatch.setattr(processor, "_multi", Alone())
+    fast = _get("/n-plus-one/")
+    assert [] == traced_calls
+    keys = ("db_queries", "db_dup_queries", "db_dup_sql", "db_dup_loc")
+    assert [spans[k] for k in keys] == [fast[k] for k in keys]
+    assert 6 == fast["db_queries"]
+
+
 def test_capture_events_sees_the_exception_fields(traced: Traced) -> None:
     """capture_events returns the fields of the request's event, exception included."""
     from django.test import Client

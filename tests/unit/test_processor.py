@@ -162,3 +162,25 @@ def test_a_failing_emit_is_contained(fail_on_internal_errors, tracer) -> None:  
         pass
     assert [kind for kind, _ in fail_on_internal_errors] == ["processor.on_end"]
     fail_on_internal_errors.clear()
+
+
+def test_spans_count_as_wanted_only_when_another_processor_receives_them(
+    processor: CanonicalLogProcessor,
+) -> None:
+    """A sampled request whose spans reach no processor but ours takes the DB fast path."""
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    provider = TracerProvider(sampler=RecordEverythingSampler(ALWAYS_ON))
+    provider.add_span_processor(processor)
+    processor.watch(provider)
+    tracer = provider.get_tracer("test")
+    wanted = []
+    for _ in range(2):
+        with tracer.start_as_current_span("GET", kind=SpanKind.SERVER) as root:
+            state = processor.state_for(root)
+            assert state is not None
+            wanted.append(state.sampled)
+        provider.add_span_processor(SpanProcessor())  # e.g. an exporter's batch processor
+    provider.shutdown()
+    assert [False, True] == wanted

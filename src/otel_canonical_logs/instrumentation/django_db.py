@@ -5,8 +5,9 @@ Django's ``CursorWrapper``/``CursorDebugWrapper``: every cursor path Django has 
 ``force_debug_cursor``, ``assertNumQueries``, raw SQL — goes through it.
 
 A query in a request whose trace is sampled becomes a dbapi CLIENT span, exported like any other.
-A query in an unsampled request would make a span nobody exports: it is timed and counted into the
-request's aggregate directly instead, which costs a few microseconds instead of tens and gives
+A query in an unsampled request — or in any request when no span processor but ours is installed
+(``OTEL_TRACES_EXPORTER=none``) — would make a span nobody exports: it is timed and counted into
+the request's aggregate directly instead, which costs a few microseconds instead of tens and gives
 the line the same fields.
 """
 
@@ -94,12 +95,12 @@ def _quiet_debug_bookkeeping(ops_class: type) -> None:
 
 
 def _unsampled_request() -> RequestState | None:
-    """The current request's aggregate when its trace is not sampled (and not suppressed)."""
-    span = trace.get_current_span()
-    if span.get_span_context().trace_flags.sampled:
-        return None
+    """The current request's aggregate when its spans go nowhere (an unsampled trace)."""
     processor = _runtime.processor
-    return processor.state_for(span) if processor is not None else None
+    if processor is None:
+        return None
+    state = processor.state_for(trace.get_current_span())
+    return None if state is None or state.sampled else state
 
 
 def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
