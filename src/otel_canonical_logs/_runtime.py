@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from . import _env
+from ._scope import current as _scope_current
+from ._state import RequestState
 from .processor import CanonicalLogProcessor
 from .sinks import Dispatcher, Sink, jsonl, logfmt
 from .sinks.otel_logs import OTelLogSink
@@ -29,3 +35,24 @@ def build(logger_provider: LoggerProvider | None) -> CanonicalLogProcessor:
     dispatcher.sinks[:] = sinks
     processor = CanonicalLogProcessor(dispatcher)
     return processor
+
+
+def counting_state(ctx: Any) -> RequestState | None:
+    """The current request's aggregate if its spans go nowhere (its trace is not sampled, or no
+    processor but ours receives spans), else None: then a query or a render is timed and counted
+    into it directly instead of making a span.
+
+    Runs per query, so the common case is decided from what the request scope already holds: work
+    done straight under the request's root span belongs to that request. Anything else (under a
+    template span, outside Gunicorn's scope, in a trace the application started) takes the
+    general look-up by the current span. ``ctx`` is the current OTel context.
+    """
+    scope = _scope_current.get()
+    state = scope.state if scope is not None else None
+    if state is None or state.ended or ctx.get(_SPAN_KEY) is not state.root_span:
+        if processor is None:
+            return None
+        state = processor.state_for(trace.get_current_span(ctx))
+        if state is None:
+            return None
+    return None if state.sampled else state

@@ -253,6 +253,32 @@ def test_template_renders_are_spans(traced: Traced) -> None:
     assert 4 == event["tmpl_renders"]
 
 
+def test_renders_are_counted_without_spans_when_nothing_but_ours_receives_spans(
+    traced: Traced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exporters off: no render spans, the same tmpl_* fields, and a failing include still named."""
+    from django.test import Client
+
+    from otel_canonical_logs import _runtime
+
+    processor = _runtime.processor
+    assert processor is not None
+
+    class Alone:
+        _span_processors = (processor,)
+
+    monkeypatch.setattr(processor, "_multi", Alone())
+    traced.exporter.clear()
+    event = _get("/receipt/")
+    with capture_events() as failed:
+        Client(raise_request_exception=False).get("/receipt/?broken=line")
+    rendered = [s.name for s in traced.exporter.get_finished_spans() if s.name.startswith("render ")]
+    assert [] == rendered
+    assert 4 == event["tmpl_renders"]
+    assert 0 < event["tmpl_time"] <= event["resp_time"]
+    assert failed[0]["exc_template"].startswith("shop/partials/receipt_line.html:")
+
+
 def test_template_time_counts_the_outermost_render_only(traced: Traced) -> None:
     """tmpl_time is the top-level render's time: an include's time is not counted twice."""
     traced.exporter.clear()

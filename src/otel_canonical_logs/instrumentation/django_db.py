@@ -19,19 +19,15 @@ from time import perf_counter_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.instrumentation.dbapi import (
     CursorTracer,
     DatabaseApiIntegration,
     TracedCursorProxy,
 )
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.trace.propagation import _SPAN_KEY
 from wrapt import ObjectProxy
 
 from .. import __version__, _guard, _runtime
-from .._scope import current as _scope_current
-from .._state import RequestState
 
 # The key OTel uses to suppress instrumentation (``suppress_instrumentation()``).
 _SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
@@ -94,27 +90,9 @@ def _quiet_debug_bookkeeping(ops_class: type) -> None:
     ops_class.last_executed_query = last_executed_query  # type: ignore[attr-defined]
 
 
-def _unsampled_request() -> RequestState | None:
-    """The current request's aggregate when its spans go nowhere (an unsampled trace)."""
-    processor = _runtime.processor
-    if processor is None:
-        return None
-    state = processor.state_for(trace.get_current_span())
-    return None if state is None or state.sampled else state
-
-
 def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    # Per query, so the common case is decided from what the request scope already holds: a
-    # query made straight under the request's root span belongs to that request, sampled or not
-    # as the root was. Anything else (a query under a template span, outside Gunicorn's scope, in
-    # a trace the application started) takes the general look-up.
     ctx = otel_context.get_current()
-    scope = _scope_current.get()
-    state = scope.state if scope is not None else None
-    if state is None or state.ended or ctx.get(_SPAN_KEY) is not state.root_span:
-        state = _unsampled_request()
-    elif state.sampled:
-        state = None
+    state = _runtime.counting_state(ctx)
     if state is None:
         return proxy._self_cursor_tracer.traced_execution(proxy.__wrapped__, method, *args, **kwargs)
     if ctx.get(_SUPPRESS):

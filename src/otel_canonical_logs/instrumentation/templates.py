@@ -11,18 +11,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection
 from contextvars import ContextVar
+from time import perf_counter_ns
 from types import TracebackType
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.trace import SpanKind
 
-from .. import __version__, _guard
+from .. import __version__, _guard, _runtime
 from .._frames import TEMPLATE_ATTR
+from .._state import RequestState
 from ..processor import TEMPLATE_ATTRIBUTE, TEMPLATE_NESTED_ATTRIBUTE
 
 _UNKNOWN = "<unknown source>"
+# Keys of in-flight counted renders in RequestState.open_spans (below the DB fast path's -1).
+_OPEN_RENDER = -2
 _INTERNAL = SpanKind.INTERNAL
 # Renders inside a render (includes, inclusion tags): their time is already in the outer one's.
 _depth: ContextVar[int] = ContextVar("otel_canonical_logs_template_depth", default=0)
@@ -65,6 +70,27 @@ def _annotate(exc: BaseException) -> None:
             setattr(exc, TEMPLATE_ATTR, where)
 
 
+def _counted_render(
+    state: RequestState, original: Any, template: Any, context: Any, name: str, depth: int
+) -> Any:
+    """A render in a request whose spans go nowhere: timed and counted, no span (same fields)."""
+    key = _OPEN_RENDER - depth  # what a timeout snapshot names while it runs
+    state.open_spans[key] = f"render {name}"
+    start = perf_counter_ns()
+    try:
+        return original(template, context)
+    except Exception as exc:
+        with _guard.guard("templates.annotate"):
+            _annotate(exc)
+        raise
+    finally:
+        elapsed = perf_counter_ns() - start
+        state.open_spans.pop(key, None)
+        state.tmpl_renders += 1
+        if not depth:
+            state.tmpl_time_ns += elapsed
+
+
 def _patch(tracer: trace.Tracer) -> None:
     from django.template.base import Template
 
@@ -75,11 +101,14 @@ def _patch(tracer: trace.Tracer) -> None:
     def render(self: Any, context: Any) -> Any:
         name = _template_name(self)
         depth = _depth.get()
-        attributes: dict[str, Any] = {TEMPLATE_ATTRIBUTE: name}
-        if depth:
-            attributes[TEMPLATE_NESTED_ATTRIBUTE] = True
         token = _depth.set(depth + 1)
         try:
+            state = _runtime.counting_state(otel_context.get_current())
+            if state is not None:
+                return _counted_render(state, original, self, context, name, depth)
+            attributes: dict[str, Any] = {TEMPLATE_ATTRIBUTE: name}
+            if depth:
+                attributes[TEMPLATE_NESTED_ATTRIBUTE] = True
             with tracer.start_as_current_span(f"render {name}", kind=_INTERNAL, attributes=attributes):
                 try:
                     return original(self, context)
