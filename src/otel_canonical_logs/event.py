@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,20 @@ class Event:
         return value if isinstance(value, int) else None
 
 
+def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """A finished span's attributes for reading, as the plain dict the SDK keeps them in.
+
+    ``ReadableSpan.attributes`` is a read-only view over ``BoundedAttributes``, whose ``get``
+    runs in Python and raises and catches ``KeyError`` for each missing key; the processor reads
+    a handful of keys per span, most of them absent. Falls back to the public view if the SDK's
+    layout is not the one expected.
+    """
+    plain = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if type(plain) is dict:
+        return plain
+    return span.attributes or {}
+
+
 def _seconds(ns: int) -> float:
     return round(ns * _NS, 6)
 
@@ -52,7 +66,7 @@ def _collect(span: ReadableSpan | None, state: RequestState | None) -> dict[str,
     """Every known value by key, in no particular order."""
     values: dict[str, Any] = {}
     if span is not None:
-        attrs = span.attributes or {}
+        attrs = span_attributes(span)
         for key, names, kind in _ATTR_FIELDS:
             for name in names:
                 value = attrs.get(name)

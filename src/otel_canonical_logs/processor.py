@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 
 from . import _env, _frames, _guard, _scope
 from ._state import RequestState, SqlStat
-from .event import Event, build_event
+from .event import Event, build_event, span_attributes
 
 # Semantic-convention attribute names, new conventions first. Categories come from these
 # attributes, never from which instrumentor made the span.
@@ -151,7 +151,7 @@ class CanonicalLogProcessor(SpanProcessor):
             _guard.report("processor.on_end", exc)
 
     def _fold(self, state: RequestState, span: ReadableSpan) -> None:
-        attrs = span.attributes or {}
+        attrs = span_attributes(span)
         elapsed = (span.end_time or 0) - (span.start_time or 0)
         kind = span.kind
         if kind is SpanKind.CLIENT:

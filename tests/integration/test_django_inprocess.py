@@ -167,6 +167,47 @@ def test_our_wrapping_makes_one_span_per_query(traced: Traced) -> None:
     assert {"otel_canonical_logs.django_db"} == {s.instrumentation_scope.name for s in db_spans}
 
 
+def _query_spans(traced: Traced, path: str) -> list[tuple[Any, ...]]:
+    """What matters of each DB span of one request: name, kind, attributes, status, events,
+    and whether its parent is the request's root."""
+    traced.exporter.clear()
+    _get(path)
+    spans = traced.exporter.get_finished_spans()
+    [root] = [s for s in spans if s.parent is None]
+    return [
+        (
+            s.name,
+            s.kind,
+            {k: v for k, v in (s.attributes or {}).items()},
+            s.status.status_code,
+            s.status.description,
+            [(e.name, e.attributes.get("exception.type")) for e in s.events],
+            s.parent.span_id == root.context.span_id,
+        )
+        for s in spans
+        if s.attributes and "db.system" in s.attributes
+    ]
+
+
+def test_lean_query_spans_equal_dbapi_traced_execution_spans(
+    traced: Traced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Query spans started without being made current carry exactly what dbapi's own
+    ``traced_execution`` gives them — name, attributes, error status and exception event — and
+    hang under the request's root span."""
+    from otel_canonical_logs.instrumentation import django_db
+
+    assert django_db._LEAN
+    lean = _query_spans(traced, "/fault/db-error/")
+    monkeypatch.setattr(django_db, "_LEAN", False)
+    stock = _query_spans(traced, "/fault/db-error/")
+    assert stock == lean
+    [failed] = [s for s in lean if s[5]]
+    assert [("exception", "sqlite3.OperationalError")] == failed[5]
+    assert "SELECT * FROM shop_no_such_table" == failed[2]["db.statement"]
+    assert all(s[6] for s in lean)
+
+
 def test_each_new_connection_reuses_the_alias_integration(traced: Traced) -> None:
     """CONN_MAX_AGE=0 opens a connection per request; its dbapi integration is built once."""
     from django.db import connection

@@ -184,3 +184,19 @@ def test_spans_count_as_wanted_only_when_another_processor_receives_them(
         provider.add_span_processor(SpanProcessor())  # e.g. an exporter's batch processor
     provider.shutdown()
     assert [False, True] == wanted
+
+
+def test_span_attributes_reads_what_the_public_view_shows(tracer) -> None:  # type: ignore[no-untyped-def]
+    """The fast read of a finished span's attributes equals ReadableSpan.attributes, for SDK
+    spans and for a ReadableSpan built by hand (another layout: the public view is used)."""
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    from otel_canonical_logs.event import span_attributes
+
+    with tracer.start_as_current_span("q", kind=SpanKind.CLIENT, attributes={"db.system": "sqlite"}) as span:
+        span.set_attribute("db.statement", SQL_A)
+    built = ReadableSpan(name="x", attributes={"a": 1})
+    assert (
+        dict(span.attributes) == dict(span_attributes(span)) == {"db.system": "sqlite", "db.statement": SQL_A}
+    )
+    assert {"a": 1} == dict(span_attributes(built))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from contextvars import ContextVar
-from time import perf_counter_ns
+from time import perf_counter, perf_counter_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -25,6 +25,7 @@ from opentelemetry.instrumentation.dbapi import (
     TracedCursorProxy,
 )
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from wrapt import ObjectProxy
 
 from .. import __version__, _guard, _runtime
@@ -33,6 +34,7 @@ from .. import __version__, _guard, _runtime
 _SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 _OPEN_QUERY = -1  # key of the fast path's in-flight statement in RequestState.open_spans
 _INTEGRATION_ATTR = "_otel_canonical_logs_integration"
+_CLIENT = SpanKind.CLIENT
 _generation = [0]  # bumped by each instrument(): cached integrations carry the old options
 # True while Django opens a connection (BaseDatabaseWrapper.connect).
 _django_connecting: ContextVar[bool] = ContextVar("otel_canonical_logs_django_connecting", default=False)
@@ -94,6 +96,8 @@ def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: 
     ctx = otel_context.get_current()
     state = _runtime.counting_state(ctx)
     if state is None:
+        if _LEAN:
+            return _traced(proxy, method, args, kwargs, ctx)
         return proxy._self_cursor_tracer.traced_execution(proxy.__wrapped__, method, *args, **kwargs)
     if ctx.get(_SUPPRESS):
         return method(*args, **kwargs)
@@ -111,6 +115,41 @@ def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: 
                 processor.count_query(state, statement, elapsed)
             except Exception as exc:
                 _guard.report("django_db.count_query", exc)
+
+
+# dbapi's span naming and attribute population, reused for the leaner span path below.
+_LEAN = all(hasattr(CursorTracer, n) for n in ("get_operation_name", "_populate_span", "_record_metrics"))
+
+
+def _traced(
+    proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any
+) -> Any:
+    """The query as a dbapi CLIENT span: the name and attributes ``traced_execution`` gives it,
+    but started without being made the current span. A query is a leaf (the driver's own
+    instrumentation is off Django's connections), so nothing needs it current, and attaching
+    and detaching a context per query is a large part of dbapi's per-query cost."""
+    if ctx.get(_SUPPRESS):
+        return method(*args, **kwargs)
+    tracer = proxy._self_cursor_tracer
+    cursor = proxy.__wrapped__
+    integration = tracer._db_api_integration
+    operation = tracer.get_operation_name(cursor, args)
+    span = integration._tracer.start_span(
+        operation or integration.database or integration.name, ctx, kind=_CLIENT
+    )
+    tracer._populate_span(span, cursor, *args)
+    start = perf_counter()
+    error: Exception | None = None
+    try:
+        return method(*args, **kwargs)
+    except Exception as exc:
+        error = exc
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        span.end()
+        tracer._record_metrics(cursor, operation, start, error)
 
 
 class _Cursor(TracedCursorProxy):  # type: ignore[misc]
