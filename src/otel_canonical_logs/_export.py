@@ -136,7 +136,10 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     """
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context is not None and span.context.trace_flags.sampled and _queue_full(self):
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return  # not exported: the SDK's processor would drop it too
+        if _queue_full(self):
             _guard.count(DROPPED_SPANS)
             return
         description = span.status.description

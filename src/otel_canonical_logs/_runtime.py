@@ -37,22 +37,27 @@ def build(logger_provider: LoggerProvider | None) -> CanonicalLogProcessor:
     return processor
 
 
-def counting_state(ctx: Any) -> RequestState | None:
-    """The current request's aggregate if its spans go nowhere (its trace is not sampled, or no
-    processor but ours receives spans), else None: then a query or a render is timed and counted
-    into it directly instead of making a span.
+def request_state(ctx: Any) -> RequestState | None:
+    """The aggregate of the request the current code runs in, if any (``ctx``: the current OTel
+    context).
 
     Runs per query, so the common case is decided from what the request scope already holds: work
     done straight under the request's root span belongs to that request. Anything else (under a
     template span, outside Gunicorn's scope, in a trace the application started) takes the
-    general look-up by the current span. ``ctx`` is the current OTel context.
+    general look-up by the current span.
     """
     scope = _scope_current.get()
-    state = scope.state if scope is not None else None
+    state: RequestState | None = scope.state if scope is not None else None
     if state is None or state.ended or ctx.get(_SPAN_KEY) is not state.root_span:
         if processor is None:
             return None
-        state = processor.state_for(trace.get_current_span(ctx))
-        if state is None:
-            return None
-    return None if state.sampled else state
+        return processor.state_for(trace.get_current_span(ctx))
+    return state
+
+
+def counting_state(ctx: Any) -> RequestState | None:
+    """The current request's aggregate if its spans go nowhere (its trace is not sampled, or no
+    processor but ours receives spans), else None: then a query or a render is timed and counted
+    into it directly instead of making a span."""
+    state = request_state(ctx)
+    return None if state is None or state.sampled else state

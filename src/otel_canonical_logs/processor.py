@@ -172,6 +172,14 @@ class CanonicalLogProcessor(SpanProcessor):
             if not attrs.get(TEMPLATE_NESTED_ATTRIBUTE):
                 state.tmpl_time_ns += elapsed
 
+    def count_own_span(self, state: RequestState, span: Span, statement: object, elapsed: int) -> None:
+        """Count a query whose span its maker times itself: the span is no longer the request's
+        (its end is not folded), and the query is counted now, on the thread that ran it."""
+        span_id = span.get_span_context().span_id
+        if self._owner.pop(span_id, None) is not None:
+            state.open_spans.pop(span_id, None)
+        self.count_query(state, statement, elapsed)
+
     def count_query(self, state: RequestState, statement: object, elapsed: int) -> None:
         """Add one query to the request: totals, and per SQL text for the N+1 smell.
 

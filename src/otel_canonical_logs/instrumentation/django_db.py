@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from contextvars import ContextVar
-from time import perf_counter, perf_counter_ns
+from time import perf_counter_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from wrapt import ObjectProxy
 
 from .. import __version__, _guard, _runtime
+from .._state import RequestState
 
 # The key OTel uses to suppress instrumentation (``suppress_instrumentation()``).
 _SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
@@ -94,10 +95,10 @@ def _quiet_debug_bookkeeping(ops_class: type) -> None:
 
 def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     ctx = otel_context.get_current()
-    state = _runtime.counting_state(ctx)
-    if state is None:
+    state = _runtime.request_state(ctx)
+    if state is None or state.sampled:
         if _LEAN:
-            return _traced(proxy, method, args, kwargs, ctx)
+            return _traced(proxy, method, args, kwargs, ctx, state)
         return proxy._self_cursor_tracer.traced_execution(proxy.__wrapped__, method, *args, **kwargs)
     if ctx.get(_SUPPRESS):
         return method(*args, **kwargs)
@@ -122,12 +123,18 @@ _LEAN = all(hasattr(CursorTracer, n) for n in ("get_operation_name", "_populate_
 
 
 def _traced(
-    proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any
+    proxy: Any,
+    method: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    ctx: Any,
+    state: RequestState | None,
 ) -> Any:
     """The query as a dbapi CLIENT span: the name and attributes ``traced_execution`` gives it,
     but started without being made the current span. A query is a leaf (the driver's own
     instrumentation is off Django's connections), so nothing needs it current, and attaching
-    and detaching a context per query is a large part of dbapi's per-query cost."""
+    and detaching a context per query is a large part of dbapi's per-query cost. In a request,
+    the query is counted here, as on the fast path, and the processor skips folding its span."""
     if ctx.get(_SUPPRESS):
         return method(*args, **kwargs)
     tracer = proxy._self_cursor_tracer
@@ -138,7 +145,7 @@ def _traced(
         operation or integration.database or integration.name, ctx, kind=_CLIENT
     )
     tracer._populate_span(span, cursor, *args)
-    start = perf_counter()
+    start = perf_counter_ns()
     error: Exception | None = None
     try:
         return method(*args, **kwargs)
@@ -148,8 +155,15 @@ def _traced(
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         raise
     finally:
+        elapsed = perf_counter_ns() - start
+        processor = _runtime.processor
+        if state is not None and processor is not None:
+            try:
+                processor.count_own_span(state, span, args[0] if args else None, elapsed)
+            except Exception as exc:
+                _guard.report("django_db.count_query", exc)
         span.end()
-        tracer._record_metrics(cursor, operation, start, error)
+        tracer._record_metrics(cursor, operation, start * 1e-9, error)
 
 
 class _Cursor(TracedCursorProxy):  # type: ignore[misc]
