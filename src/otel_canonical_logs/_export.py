@@ -117,6 +117,36 @@ class PerProcessLogRecordExporter(_PerProcess, LogRecordExporter):
         return self._force_flush(timeout_millis)
 
 
+# -- the resource's hash, once ---------------------------------------------------------------------
+
+_RESOURCE_HASH = "_otel_canonical_logs_hash"
+
+
+def cache_resource_hash() -> None:
+    """Make ``Resource.__hash__`` compute once per resource instead of once per exported item.
+
+    The OTLP encoders group every span and log record by resource, hashing it each time, and the
+    SDK's ``Resource.__hash__`` (1.45) serialises all attributes with ``json.dumps`` to do so:
+    ≈4 µs per span and per log record with the process detector's 13 attributes, paid in the
+    export thread while it holds the GIL. A resource's attributes are immutable, so the hash is
+    too; equality is untouched. Idempotent.
+    """
+    from opentelemetry.sdk.resources import Resource
+
+    original = Resource.__hash__
+    if getattr(original, "_otel_canonical_logs", False):
+        return
+
+    def __hash__(self: Resource) -> int:
+        cached = self.__dict__.get(_RESOURCE_HASH)
+        if cached is None:
+            cached = self.__dict__[_RESOURCE_HASH] = original(self)
+        return cached
+
+    __hash__._otel_canonical_logs = True  # type: ignore[attr-defined]
+    Resource.__hash__ = __hash__  # type: ignore[method-assign]
+
+
 # -- capped queues, counted drops -----------------------------------------------------------------
 
 

@@ -118,6 +118,8 @@ class CanonicalLogsConfigurator(_OTelSDKConfigurator):
         super()._configure(**kwargs)  # type: ignore[no-untyped-call]
         with _guard.guard("configure.export_logging"):
             _export.limit_export_logging()
+        with _guard.guard("configure.resource_hash"):
+            _export.cache_resource_hash()
         with _guard.guard("configure"):
             install()
 

@@ -278,3 +278,26 @@ def test_grpc_with_fork_support_off_is_warned(
     with caplog.at_level(logging.WARNING, logger="otel_canonical_logs"):
         _warn_grpc_fork_support_off(env)
     assert warned == any("GRPC_ENABLE_FORK_SUPPORT=0" in r.getMessage() for r in caplog.records)
+
+
+def test_resource_hash_is_computed_once_and_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached Resource hash equals the SDK's own, and the JSON dump behind it runs once per
+    resource, not once per exported span or record."""
+    import opentelemetry.sdk.resources as resources
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_canonical_logs import _export
+
+    a = Resource({"service.name": "shop", "process.pid": 1})
+    expected = hash(a)  # before caching (or cached already by an earlier configure: same value)
+    _export.cache_resource_hash()
+    dumps = []
+    original_dumps = resources.dumps
+    monkeypatch.setattr(resources, "dumps", lambda *a, **k: dumps.append(1) or original_dumps(*a, **k))
+    b = Resource({"service.name": "shop", "process.pid": 1})
+    c = Resource({"service.name": "shop", "process.pid": 2})
+    hashes = [hash(b) for _ in range(5)]
+    assert [expected] * 5 == hashes
+    assert hash(c) != hash(b) and b == a and c != b
+    assert 2 == len(dumps)  # one per resource (b, c)
+    assert {a: "x"}[b] == "x"
