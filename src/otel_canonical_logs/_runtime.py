@@ -60,4 +60,4 @@ def counting_state(ctx: Any) -> RequestState | None:
     processor but ours receives spans), else None: then a query or a render is timed and counted
     into it directly instead of making a span."""
     state = request_state(ctx)
-    return None if state is None or state.sampled else state
+    return None if state is None or state.spans_wanted else state

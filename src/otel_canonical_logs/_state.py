@@ -40,7 +40,7 @@ class RequestState:
         "open_spans",
         "root_context",
         "root_span",
-        "sampled",
+        "spans_wanted",
         "sql",
         "start_ns",
         "thread_id",
@@ -73,8 +73,9 @@ class RequestState:
         self.open_spans: dict[int, Any] = {}
         # Set once the request's event went out early (a timeout): the root's end emits nothing.
         self.done = False
-        # Whether the request's spans go anywhere: its trace is sampled (and, see the processor,
-        # some other span processor receives spans). Read per query by the DB fast path.
-        self.sampled = bool(root_context.trace_flags.sampled)
+        # Whether the request's spans go anywhere: its trace is sampled and (see the processor)
+        # some span processor besides ours receives spans. Read per query and per render: when
+        # False they are timed and counted without spans.
+        self.spans_wanted = bool(root_context.trace_flags.sampled)
         # Set when the root span ended: later queries (a streamed body) are no longer the request's.
         self.ended = False

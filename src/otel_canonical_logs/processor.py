@@ -103,10 +103,10 @@ class CanonicalLogProcessor(SpanProcessor):
 
     def _start_request(self, span: Span, span_id: int) -> None:
         state = RequestState(span, span.context, span.start_time or 0)
-        if state.sampled and self._multi is not None and not self._spans_go_elsewhere():
+        if state.spans_wanted and self._multi is not None and not self._spans_go_elsewhere():
             # No exporter or other processor would ever see this request's query spans: count
             # its queries on the fast path, as for an unsampled request. Same fields.
-            state.sampled = False
+            state.spans_wanted = False
         _scope.mark_root_started(state)
         with self._lock:
             self._owner[span_id] = state
@@ -172,13 +172,12 @@ class CanonicalLogProcessor(SpanProcessor):
             if not attrs.get(TEMPLATE_NESTED_ATTRIBUTE):
                 state.tmpl_time_ns += elapsed
 
-    def count_own_span(self, state: RequestState, span: Span, statement: object, elapsed: int) -> None:
-        """Count a query whose span its maker times itself: the span is no longer the request's
-        (its end is not folded), and the query is counted now, on the thread that ran it."""
+    def disown(self, state: RequestState, span: Span) -> None:
+        """Take a child span out of its request before it ends: its maker counted what it did,
+        so ``on_end`` has nothing to fold (it returns at the first look-up)."""
         span_id = span.get_span_context().span_id
         if self._owner.pop(span_id, None) is not None:
             state.open_spans.pop(span_id, None)
-        self.count_query(state, statement, elapsed)
 
     def count_query(self, state: RequestState, statement: object, elapsed: int) -> None:
         """Add one query to the request: totals, and per SQL text for the N+1 smell.

@@ -180,7 +180,7 @@ def test_spans_count_as_wanted_only_when_another_processor_receives_them(
         with tracer.start_as_current_span("GET", kind=SpanKind.SERVER) as root:
             state = processor.state_for(root)
             assert state is not None
-            wanted.append(state.sampled)
+            wanted.append(state.spans_wanted)
         provider.add_span_processor(SpanProcessor())  # e.g. an exporter's batch processor
     provider.shutdown()
     assert [False, True] == wanted

@@ -26,7 +26,7 @@ from opentelemetry.instrumentation.dbapi import (
 )
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from wrapt import ObjectProxy
+from wrapt import FunctionWrapper, ObjectProxy
 
 from .. import __version__, _guard, _runtime
 from .._state import RequestState
@@ -95,13 +95,13 @@ def _quiet_debug_bookkeeping(ops_class: type) -> None:
 
 def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     ctx = otel_context.get_current()
+    if ctx.get(_SUPPRESS):
+        return method(*args, **kwargs)
     state = _runtime.request_state(ctx)
-    if state is None or state.sampled:
+    if state is None or state.spans_wanted:
         if _LEAN:
             return _traced(proxy, method, args, kwargs, ctx, state)
         return proxy._self_cursor_tracer.traced_execution(proxy.__wrapped__, method, *args, **kwargs)
-    if ctx.get(_SUPPRESS):
-        return method(*args, **kwargs)
     statement = args[0] if args else None
     state.open_spans[_OPEN_QUERY] = statement
     start = perf_counter_ns()
@@ -110,12 +110,20 @@ def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: 
     finally:
         elapsed = perf_counter_ns() - start
         state.open_spans.pop(_OPEN_QUERY, None)
-        processor = _runtime.processor
-        if processor is not None:
-            try:
-                processor.count_query(state, statement, elapsed)
-            except Exception as exc:
-                _guard.report("django_db.count_query", exc)
+        _count(state, None, statement, elapsed)
+
+
+def _count(state: RequestState, span: Any, statement: object, elapsed: int) -> None:
+    """Count a query into its request, right after it ran; ``span``: its span, if it made one."""
+    processor = _runtime.processor
+    if processor is None:
+        return
+    try:
+        if span is not None:
+            processor.disown(state, span)
+        processor.count_query(state, statement, elapsed)
+    except Exception as exc:
+        _guard.report("django_db.count_query", exc)
 
 
 # dbapi's span naming and attribute population, reused for the leaner span path below.
@@ -134,9 +142,7 @@ def _traced(
     but started without being made the current span. A query is a leaf (the driver's own
     instrumentation is off Django's connections), so nothing needs it current, and attaching
     and detaching a context per query is a large part of dbapi's per-query cost. In a request,
-    the query is counted here, as on the fast path, and the processor skips folding its span."""
-    if ctx.get(_SUPPRESS):
-        return method(*args, **kwargs)
+    the query is counted here, as on the fast path, and its span is not folded again."""
     tracer = proxy._self_cursor_tracer
     cursor = proxy.__wrapped__
     integration = tracer._db_api_integration
@@ -155,13 +161,8 @@ def _traced(
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         raise
     finally:
-        elapsed = perf_counter_ns() - start
-        processor = _runtime.processor
-        if state is not None and processor is not None:
-            try:
-                processor.count_own_span(state, span, args[0] if args else None, elapsed)
-            except Exception as exc:
-                _guard.report("django_db.count_query", exc)
+        if state is not None:
+            _count(state, span, args[0] if args else None, perf_counter_ns() - start)
         span.end()
         tracer._record_metrics(cursor, operation, start * 1e-9, error)
 
@@ -241,8 +242,6 @@ def _bypass_driver_tracing(module: Any) -> None:
     one that calls the bare ``connect`` while Django connects and theirs otherwise: connections
     the application opens itself stay traced, and ``unwrap`` (their uninstrument) still works.
     """
-    import wrapt
-
     fn = getattr(module, "connect", None)
     wrapper = getattr(fn, "_self_wrapper", None)
     if wrapper is None or getattr(wrapper, "_otel_canonical_logs", False):
@@ -256,7 +255,7 @@ def _bypass_driver_tracing(module: Any) -> None:
         return wrapper(wrapped, instance, args, kwargs)
 
     connect._otel_canonical_logs = True  # type: ignore[attr-defined]
-    module.connect = wrapt.FunctionWrapper(fn.__wrapped__, connect)  # type: ignore[union-attr]
+    module.connect = FunctionWrapper(fn.__wrapped__, connect)  # type: ignore[union-attr]
 
 
 def _patch_connect() -> None:

@@ -70,6 +70,16 @@ def _annotate(exc: BaseException) -> None:
             setattr(exc, TEMPLATE_ATTR, where)
 
 
+def _render_annotated(original: Any, template: Any, context: Any) -> Any:
+    """The render; a failure is tagged with the template node that raised it, then re-raised."""
+    try:
+        return original(template, context)
+    except Exception as exc:
+        with _guard.guard("templates.annotate"):
+            _annotate(exc)
+        raise
+
+
 def _counted_render(
     state: RequestState, original: Any, template: Any, context: Any, name: str, depth: int
 ) -> Any:
@@ -78,11 +88,7 @@ def _counted_render(
     state.open_spans[key] = f"render {name}"
     start = perf_counter_ns()
     try:
-        return original(template, context)
-    except Exception as exc:
-        with _guard.guard("templates.annotate"):
-            _annotate(exc)
-        raise
+        return _render_annotated(original, template, context)
     finally:
         elapsed = perf_counter_ns() - start
         state.open_spans.pop(key, None)
@@ -110,12 +116,7 @@ def _patch(tracer: trace.Tracer) -> None:
             if depth:
                 attributes[TEMPLATE_NESTED_ATTRIBUTE] = True
             with tracer.start_as_current_span(f"render {name}", kind=_INTERNAL, attributes=attributes):
-                try:
-                    return original(self, context)
-                except Exception as exc:
-                    with _guard.guard("templates.annotate"):
-                        _annotate(exc)
-                    raise
+                return _render_annotated(original, self, context)
         finally:
             _depth.reset(token)
 
