@@ -46,3 +46,38 @@ def fields_from_environ(environ: Mapping[str, Any], path_info: str | None = None
     if agent:
         fields["req_user_agent"] = wsgi_str(agent)
     return fields
+
+
+def _header_text(value: bytes) -> str:
+    return value.decode("utf-8", "replace") if not value.isascii() else value.decode("ascii")
+
+
+def fields_from_asgi(scope: Mapping[str, Any]) -> dict[str, Any]:
+    """``req_*`` fields of an ASGI HTTP scope (a request that never reached Django's handler)."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope.get("headers") or ():
+        if name in _ASGI_HEADERS and name not in headers:
+            headers[name] = value
+    rid = headers.get(b"x-request-id")
+    fields: dict[str, Any] = {
+        "req_id": request_id(_header_text(rid) if rid is not None else None),
+        "req_method": scope.get("method"),
+        "req_path": (scope.get("root_path", "") or "") + (scope.get("path", "") or "") or "/",
+    }
+    referrer = headers.get(b"referer")
+    if referrer:
+        fields["req_referrer"] = _header_text(referrer)
+    agent = headers.get(b"user-agent")
+    if agent:
+        fields["req_user_agent"] = _header_text(agent)
+    return fields
+
+
+_ASGI_HEADERS = frozenset({b"x-request-id", b"referer", b"user-agent"})
+
+
+def fields_from_scope(environ: Mapping[str, Any]) -> dict[str, Any]:
+    """``req_*`` fields from what the server layer kept: a WSGI environ or an ASGI scope."""
+    if "asgi" in environ and "type" in environ:
+        return fields_from_asgi(environ)
+    return fields_from_environ(environ)

@@ -7,12 +7,13 @@ import logging
 from typing import Any
 
 from .. import _guard, event
-from . import rejected, saturation
+from . import rejected, saturation, workers
+from .asgi import CanonicalASGI
 from .wsgi import CanonicalWSGI
 
 _logger = logging.getLogger("otel_canonical_logs")
 
-__all__ = ["CanonicalWSGI", "patch"]
+__all__ = ["CanonicalASGI", "CanonicalWSGI", "patch", "wrap_application"]
 
 
 def _patched(cls: Any, name: str, make: Any) -> None:
@@ -26,7 +27,7 @@ def _patched(cls: Any, name: str, make: Any) -> None:
 
 
 def patch() -> None:
-    """Attach to Gunicorn if it is installed: WSGI wrapper, watchdog, saturation sampler."""
+    """Attach to Gunicorn if it is installed: server layer, watchdog, saturation sampler."""
     try:
         from gunicorn.arbiter import Arbiter
         from gunicorn.workers.base import Worker
@@ -35,9 +36,13 @@ def patch() -> None:
 
     def make_start(original: Any) -> Any:
         def start(self: Any) -> Any:
-            result = original(self)
+            known = True
             with _guard.guard("gunicorn.arbiter_start"):
-                saturation.start_sampler(self)
+                known = _check_worker_class(self)
+            result = original(self)
+            if known:
+                with _guard.guard("gunicorn.arbiter_start"):
+                    saturation.start_sampler(self)
             return result
 
         return start
@@ -46,7 +51,8 @@ def patch() -> None:
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
             original(self, *args, **kwargs)
             with _guard.guard("gunicorn.worker_init"):
-                saturation.assign_slot(self)
+                if workers.kind_of_worker(self) is not None:
+                    saturation.assign_slot(self)
 
         return __init__
 
@@ -54,17 +60,63 @@ def patch() -> None:
         def load_wsgi(self: Any) -> None:
             original(self)
             with _guard.guard("gunicorn.load_wsgi"):
-                if not isinstance(self.wsgi, CanonicalWSGI):
-                    self.wsgi = CanonicalWSGI(self.wsgi, self)
+                wrap_application(self)
 
         return load_wsgi
 
     _patched(Arbiter, "start", make_start)
     _patched(Worker, "__init__", make_init)
     _patched(Worker, "load_wsgi", make_load_wsgi)
+    global _make_load_wsgi
+    _make_load_wsgi = make_load_wsgi
     # Requests Gunicorn rejects before the application sees them (400, 414, 431...) get a line too.
     from gunicorn import util
 
     _patched(Worker, "handle_error", rejected.make_handle_error)
     _patched(util, "write_error", rejected.make_write_error)
     event.server_fields = saturation.fields
+
+
+def wrap_application(worker: Any) -> None:
+    """Put the server layer around the worker's application, as its kind needs."""
+    kind = workers.kind_of_worker(worker)
+    if kind is None:
+        return  # unknown worker type: left alone (the arbiter said so once)
+    app = getattr(worker, kind.app_attr, None)
+    if app is None or isinstance(app, (CanonicalWSGI, CanonicalASGI)):
+        return
+    layer = CanonicalASGI if kind.interface == "asgi" else CanonicalWSGI
+    setattr(worker, kind.app_attr, layer(app, worker, kind))
+
+
+_warned: set[str] = set()
+_make_load_wsgi: Any = None
+
+
+def _check_worker_class(arbiter: Any) -> bool:
+    """Whether the arbiter's worker type is one the package knows; warn once if not."""
+    cls = getattr(arbiter, "worker_class", None)
+    if cls is None:
+        return False
+    kind = workers.kind_of(cls)
+    if kind is None:
+        name = workers.qualified_name(cls)
+        if name not in _warned:
+            _warned.add(name)
+            _logger.warning(
+                "otel_canonical_logs: Gunicorn worker type %s is not one this package supports (sync, "
+                "gthread, gevent, asgi, uvicorn_worker.UvicornWorker); it is left alone: no server "
+                "layer, timeout events or saturation fields, lines only from Django's own spans",
+                name,
+            )
+        return False
+    # A worker type that loads its application its own way (Gunicorn's asgi worker sets
+    # ``self.asgi``) overrides load_wsgi: the server layer goes in after that one too.
+    for klass in cls.__mro__:
+        if "load_wsgi" in vars(klass) and klass.__module__ != "gunicorn.workers.base":
+            _patched(klass, "load_wsgi", _make_load_wsgi)
+    if kind is workers.GEVENT:
+        from .. import _gevent
+
+        _gevent.guard_worker_patch(cls)
+    return True

@@ -1,0 +1,125 @@
+"""The outermost ASGI layer of each asyncio worker (Uvicorn's, Gunicorn's ``asgi``): the same
+job as the WSGI layer for HTTP requests — watchdog, saturation, the line written once the last
+body message has been sent, a line for requests that never reached Django. Lifespan and
+websocket scopes pass through untouched (a websocket connection gets no line)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .. import _guard, _runtime, _scope
+from .._request import fields_from_asgi
+from ..event import Event, order
+from . import saturation
+from .workers import UVICORN, WorkerKind
+from .wsgi import end_request, watchdog_for
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+
+class _Exchange:
+    """What the server layer saw of one HTTP exchange."""
+
+    __slots__ = ("complete", "disconnected", "status")
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.complete = False  # the last body message (more_body false) was sent
+        self.disconnected = False  # the client went away before that
+
+
+class CanonicalASGI:
+    """Wraps a worker's ASGI application (ASGI 3: ``await app(scope, receive, send)``)."""
+
+    def __init__(self, app: ASGIApp, worker: Any = None, kind: WorkerKind = UVICORN) -> None:
+        self.app = app
+        self.worker = worker
+        self.kind = kind
+        self.slot: int = getattr(worker, "_canonical_slot", -1)
+        self.watchdog = watchdog_for(worker, kind) if worker is not None else None
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http":
+            return await self.app(scope, receive, send)
+        try:
+            request, token, exchange, receive_, send_ = self._begin(scope, receive, send)
+        except Exception as exc:
+            _guard.report("asgi.begin", exc)
+            return await self.app(scope, receive, send)
+        start = time.perf_counter_ns()
+        failed = False
+        try:
+            await self.app(scope, receive_, send_)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            try:
+                _scope.current.reset(token)
+            except ValueError:  # reset from another context than the one that set it
+                _scope.current.set(None)
+            self._finish(request, exchange, failed, time.perf_counter_ns() - start)
+
+    def _begin(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> Any:
+        request = _scope.RequestScope(scope, cpu=False)
+        request.loop = asyncio.get_running_loop()
+        token = _scope.current.set(request)
+        exchange = _Exchange()
+        if self.watchdog is not None:
+            self.watchdog.arm(request, request.start)
+        saturation.busy(self.slot, 1)
+
+        async def send_(message: Message) -> None:
+            final = False
+            try:
+                kind = message.get("type")
+                if kind == "http.response.body":
+                    final = not message.get("more_body", False)
+                elif kind == "http.response.start":
+                    exchange.status = int(message.get("status", 0))
+            except Exception as exc:
+                _guard.report("asgi.send", exc)
+            await send(message)
+            if final:
+                exchange.complete = True
+
+        async def receive_() -> Message:
+            message = await receive()
+            try:
+                if message.get("type") == "http.disconnect" and not exchange.complete:
+                    exchange.disconnected = True
+            except Exception as exc:
+                _guard.report("asgi.receive", exc)
+            return message
+
+        return request, token, exchange, receive_, send_
+
+    def _finish(
+        self, request: _scope.RequestScope, exchange: _Exchange, failed: bool, elapsed_ns: int
+    ) -> None:
+        try:
+            request.open = False
+            saturation.busy(self.slot, -1)
+            if self.watchdog is not None:
+                self.watchdog.disarm(request)
+            complete = exchange.complete and not exchange.disconnected
+            end_request(request, complete, None)
+            if not request.root_started and not request.fired:
+                fields = fields_from_asgi(request.environ)
+                if exchange.status:
+                    fields["resp_status"] = exchange.status
+                elif failed:
+                    fields["resp_status"] = 500  # the server answers an exception with a 500
+                fields["resp_time"] = round(elapsed_ns * 1e-9, 6)
+                if not complete and not failed:
+                    fields["resp_aborted"] = True
+                fields.update(saturation.fields())
+                _runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
+        except Exception as exc:
+            _guard.report("asgi.finish", exc)
