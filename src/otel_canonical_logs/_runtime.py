@@ -44,15 +44,20 @@ def request_state(ctx: Any) -> RequestState | None:
     Runs per query, so the common case is decided from what the request scope already holds: work
     done straight under the request's root span belongs to that request. Anything else (under a
     template span, outside Gunicorn's scope, in a trace the application started) takes the
-    general look-up by the current span.
+    general look-up by the current span. Work with no current span while the request's streamed
+    body is being sent (its root span ended when the view returned) is the request's too.
     """
     scope = _scope_current.get()
     state: RequestState | None = scope.state if scope is not None else None
-    if state is None or state.ended or ctx.get(_SPAN_KEY) is not state.root_span:
-        if processor is None:
-            return None
-        return processor.state_for(trace.get_current_span(ctx))
-    return state
+    if state is not None and not state.ended:
+        span = ctx.get(_SPAN_KEY)
+        if span is state.root_span:
+            return state
+        if span is None and state.root_end_ns is not None:
+            return state  # the body of a streamed response, sent after the root span ended
+    if processor is None:
+        return None
+    return processor.state_for(trace.get_current_span(ctx))
 
 
 def counting_state(ctx: Any) -> RequestState | None:

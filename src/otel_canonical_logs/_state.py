@@ -39,7 +39,9 @@ class RequestState:
         "http_out_time_ns",
         "open_spans",
         "root_context",
+        "root_end_ns",
         "root_span",
+        "scope",
         "spans_wanted",
         "sql",
         "start_ns",
@@ -53,7 +55,8 @@ class RequestState:
         self.root_context = root_context
         self.start_ns = start_ns
         self.thread_id = threading.get_ident()
-        self.cpu_start = time.thread_time()
+        # None where the thread's CPU clock is shared (greenlets, an event loop's thread).
+        self.cpu_start: float | None = time.thread_time()
         # Fields set directly by the request path (req_*, resp_view, app_*), in arrival order.
         self.fields: dict[str, Any] = {}
         self.db_queries = 0
@@ -77,5 +80,10 @@ class RequestState:
         # some span processor besides ours receives spans. Read per query and per render: when
         # False they are timed and counted without spans.
         self.spans_wanted = bool(root_context.trace_flags.sampled)
-        # Set when the root span ended: later queries (a streamed body) are no longer the request's.
+        # Set when the request is over and its line written: later queries are no longer its own.
+        # The root span may end earlier (a streamed body is sent after the view returned): then
+        # ``root_end_ns`` is set and the server layer finishes the request when the body is sent.
         self.ended = False
+        self.root_end_ns: int | None = None
+        # The server layer's RequestScope (gunicorn/wsgi.py, gunicorn/asgi.py), when one saw it.
+        self.scope: Any = None

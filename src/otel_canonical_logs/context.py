@@ -9,7 +9,7 @@ from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
 
 from . import _guard, _runtime
 from ._values import safe_value
@@ -43,7 +43,7 @@ def _target() -> tuple[dict[str, Any], Any] | None:
     processor = _runtime.processor
     if processor is None:
         return None
-    state = processor.state_for(trace.get_current_span())
+    state = _runtime.request_state(otel_context.get_current())
     if state is None:
         return None
     return state.fields, state.root_span

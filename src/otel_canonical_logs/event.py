@@ -62,7 +62,9 @@ def _seconds(ns: int) -> float:
     return round(ns * _NS, 6)
 
 
-def _collect(span: ReadableSpan | None, state: RequestState | None) -> dict[str, Any]:
+def _collect(
+    span: ReadableSpan | None, state: RequestState | None, end_ns: int | None = None
+) -> dict[str, Any]:
     """Every known value by key, in no particular order."""
     values: dict[str, Any] = {}
     if span is not None:
@@ -81,8 +83,9 @@ def _collect(span: ReadableSpan | None, state: RequestState | None) -> dict[str,
         route = values.get("req_route")
         if isinstance(route, str) and not route.startswith("/"):
             values["req_route"] = "/" + route
-        if span.end_time and span.start_time:
-            values["resp_time"] = _seconds(span.end_time - span.start_time)
+        end = end_ns or span.end_time
+        if end and span.start_time:
+            values["resp_time"] = _seconds(end - span.start_time)
     if state is None:
         return values
     ctx = state.root_context
@@ -149,14 +152,26 @@ def order(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
     return ordered
 
 
-def build_event(event_type: str, span: ReadableSpan | None, state: RequestState | None) -> Event:
-    """The canonical event for a finished (or, for timeouts, still running) request."""
-    values = _collect(span, state)
+def build_event(
+    event_type: str,
+    span: ReadableSpan | None,
+    state: RequestState | None,
+    end_ns: int | None = None,
+) -> Event:
+    """The canonical event for a finished (or, for timeouts, still running) request; ``end_ns``:
+    when the request was over, if later than its root span's end (the body's last byte)."""
+    values = _collect(span, state, end_ns)
     if server_fields is not None:
         values.update(server_fields())
-    if state is not None and span is not None and span.end_time and state.thread_id == threading.get_ident():
+    if (
+        state is not None
+        and state.cpu_start is not None
+        and span is not None
+        and span.end_time
+        and state.thread_id == threading.get_ident()
+    ):
         values["resp_cpu_time"] = round(time.thread_time() - state.cpu_start, 6)
     ctx = state.root_context if state is not None else None
-    end = (span.end_time if span is not None else None) or time.time_ns()
+    end = end_ns or (span.end_time if span is not None else None) or time.time_ns()
     environ = state.environ if state is not None else None
     return Event(event_type, order(event_type, values), ctx, end, environ)

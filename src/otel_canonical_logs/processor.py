@@ -81,8 +81,15 @@ class CanonicalLogProcessor(SpanProcessor):
             if parent is None or parent.is_remote:
                 if span.kind is SpanKind.SERVER:
                     self._start_request(span, span_id)
-                return
-            state = self._owner.get(parent.span_id)
+                    return
+                # A span with no parent while a streamed body is being sent (its root span has
+                # ended and is no longer current): still the request's work.
+                scope = _scope.current.get()
+                state = scope.state if scope is not None else None
+                if state is None or state.root_end_ns is None or state.ended:
+                    return
+            else:
+                state = self._owner.get(parent.span_id)
             if state is not None:
                 self._owner[span_id] = state
                 state.open_spans[span_id] = span
@@ -135,13 +142,15 @@ class CanonicalLogProcessor(SpanProcessor):
             if state is None:
                 return
             if state.root_context.span_id == span_id:
-                state.ended = True
-                self._roots.pop(span_id, None)
-                if state.open_spans:
-                    # Descendants still open were leaked (never ended): forget them with their
-                    # request, or each would keep the request's whole state alive.
-                    for child_id in list(state.open_spans):
-                        self._owner.pop(child_id, None)
+                scope = state.scope
+                if scope is not None and scope.open and not state.done:
+                    # The view returned; its body is still to be sent (a streamed response, or
+                    # just the bytes of a plain one). The server layer calls finish() when the
+                    # last byte is out: until then the request keeps counting.
+                    self._owner[span_id] = state
+                    state.root_end_ns = span.end_time or 0
+                    return
+                self._close(state, span_id)
                 if not state.done:
                     self._emit(build_event("request", span, state))
             else:
@@ -149,6 +158,31 @@ class CanonicalLogProcessor(SpanProcessor):
                 self._fold(state, span)
         except Exception as exc:
             _guard.report("processor.on_end", exc)
+
+    def _close(self, state: RequestState, span_id: int) -> None:
+        state.ended = True
+        self._owner.pop(span_id, None)
+        self._roots.pop(span_id, None)
+        if state.open_spans:
+            # Descendants still open were leaked (never ended): forget them with their
+            # request, or each would keep the request's whole state alive.
+            for child_id in list(state.open_spans):
+                if child_id >= 0:
+                    self._owner.pop(child_id, None)
+
+    def finish(self, state: RequestState, end_ns: int, fields: dict[str, Any] | None = None) -> None:
+        """The server layer's end of a request whose root span ended before its body was sent:
+        write its line now, with ``resp_time`` up to ``end_ns`` (the last byte sent)."""
+        try:
+            if state.ended:
+                return
+            self._close(state, state.root_context.span_id)
+            if fields:
+                state.fields.update(fields)
+            if not state.done:
+                self._emit(build_event("request", state.root_span, state, end_ns=end_ns))
+        except Exception as exc:
+            _guard.report("processor.finish", exc)
 
     def _fold(self, state: RequestState, span: ReadableSpan) -> None:
         attrs = span_attributes(span)

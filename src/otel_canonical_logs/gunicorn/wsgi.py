@@ -1,11 +1,12 @@
-"""The outermost WSGI layer of each Gunicorn worker: arms the timeout watchdog, flags the worker
-busy for saturation, and gives a line to requests that no root span saw (health checks answered
-in ``wsgi.py``, WhiteNoise static files)."""
+"""The outermost WSGI layer of each Gunicorn worker (sync, gthread, gevent): arms the timeout
+watchdog, flags the worker busy for saturation, writes each request's line when its body has been
+sent, and gives a line to requests that no root span saw (health checks answered in ``wsgi.py``,
+WhiteNoise static files)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .. import _guard, _runtime, _scope
@@ -13,31 +14,39 @@ from .._request import fields_from_environ
 from ..event import Event, order
 from . import rejected, saturation
 from .watchdog import Watchdog
+from .workers import SYNC, WorkerKind
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def _watchdog_for(worker: Any) -> Watchdog | None:
+def watchdog_for(worker: Any, kind: WorkerKind) -> Watchdog | None:
+    """The worker's watchdog, if Gunicorn has a timeout for it."""
     timeout = float(getattr(getattr(worker, "cfg", None), "timeout", 0) or 0)
     if worker is None or timeout <= 0:
         return None
-    kind = type(worker).__name__
-    if kind == "SyncWorker":
-        return Watchdog(timeout, kill_on_timeout=True)
-    if kind == "ThreadWorker":
-        return Watchdog(timeout, kill_on_timeout=False)
-    return None  # async workers: requests are not threads; no snapshot to take
+    tmp = getattr(worker, "tmp", None)
+    heartbeat = getattr(tmp, "last_update", None)
+    return Watchdog(timeout, kind.timeout, heartbeat)
+
+
+def _greenlet_module() -> Any:
+    import greenlet
+
+    return greenlet
 
 
 class CanonicalWSGI:
-    """Wraps a worker's WSGI app. Per request: one context-variable set/reset, two dict
-    operations for the watchdog and two byte writes for saturation."""
+    """Wraps a worker's WSGI app. Per request: one context-variable set, two dict operations for
+    the watchdog, two byte writes for saturation, and a thin wrapper around the body whose
+    ``close()`` (which every WSGI server calls once the body is sent) writes the line."""
 
-    def __init__(self, app: WSGIApp, worker: Any = None) -> None:
+    def __init__(self, app: WSGIApp, worker: Any = None, kind: WorkerKind = SYNC) -> None:
         self.app = app
         self.worker = worker
+        self.kind = kind
         self.slot: int = getattr(worker, "_canonical_slot", -1)
-        self.watchdog = _watchdog_for(worker)
+        self.watchdog = watchdog_for(worker, kind) if worker is not None else None
+        self._getcurrent = _greenlet_module().getcurrent if kind.greenlets else None
         # Sync workers beat just before accepting a request: that is when the arbiter's
         # timeout clock starts, so the watchdog's does too.
         tmp = getattr(worker, "tmp", None)
@@ -45,9 +54,12 @@ class CanonicalWSGI:
         self._heartbeat: Callable[[], float] | None = tmp.last_update if sync and tmp is not None else None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        scope = _scope.RequestScope(environ)
+        getcurrent = self._getcurrent
+        scope = _scope.RequestScope(
+            environ, self.kind.threads, getcurrent() if getcurrent is not None else None
+        )
         path_info = environ.get("PATH_INFO", "")  # raw: Django rewrites the environ's in place
-        token = _scope.current.set(scope)
+        _scope.current.set(scope)
         rejected.served(environ)  # so Gunicorn's error handler never writes a second line for it
         start = time.perf_counter_ns()
         status: list[str] = []
@@ -66,23 +78,60 @@ class CanonicalWSGI:
             status[:] = [status_line]
             return start_response(status_line, headers, exc_info)
 
-        failed = False
         try:
-            return self.app(environ, capture)
-        except BaseException:
-            failed = True
+            body = self.app(environ, capture)
+        except BaseException as exc:
+            self._finish(scope, environ, path_info, status, start, failed=True, complete=False, error=exc)
             raise
-        finally:
-            _scope.current.reset(token)
-            saturation.busy(self.slot, -1)
-            if watchdog is not None:
-                watchdog.disarm(scope)
+        try:
+            file_wrapper = environ.get("wsgi.file_wrapper")
+            if file_wrapper is not None and isinstance(body, file_wrapper):
+                # Gunicorn sends these with sendfile: keep the object, hook its close().
+                _hook_close(body, lambda: self._finish(scope, environ, path_info, status, start))
+                return body  # type: ignore[no-any-return]
+            if hasattr(type(body), "__iter__"):
+                return _Body(body, self, scope, environ, path_info, status, start)
+        except Exception as exc:
+            _guard.report("wsgi.body", exc)
+        self._finish(scope, environ, path_info, status, start)
+        return body
+
+    def _finish(
+        self,
+        scope: _scope.RequestScope,
+        environ: dict[str, Any],
+        path_info: str,
+        status: list[str],
+        start: int,
+        failed: bool = False,
+        complete: bool = True,
+        error: BaseException | None = None,
+        status_override: bool = False,
+    ) -> None:
+        """The request is over (its body sent, or not): write its line."""
+        if not scope.open:
+            return
+        scope.open = False
+        if _scope.current.get() is scope:
+            _scope.current.set(None)
+        saturation.busy(self.slot, -1)
+        if self.watchdog is not None:
+            self.watchdog.disarm(scope)
+        try:
+            end_request(scope, complete, error, 500 if status_override else None)
             if not scope.root_started and not scope.fired:
-                self._emit(environ, path_info, status, failed, time.perf_counter_ns() - start)
+                self._emit(environ, path_info, status, failed, time.perf_counter_ns() - start, complete)
+        except Exception as exc:
+            _guard.report("wsgi.finish", exc)
 
     @staticmethod
     def _emit(
-        environ: dict[str, Any], path_info: str, status: list[str], failed: bool, elapsed_ns: int
+        environ: dict[str, Any],
+        path_info: str,
+        status: list[str],
+        failed: bool,
+        elapsed_ns: int,
+        complete: bool = True,
     ) -> None:
         try:
             fields = fields_from_environ(environ, path_info)
@@ -91,7 +140,133 @@ class CanonicalWSGI:
             elif failed:
                 fields["resp_status"] = 500  # Gunicorn answers an exception with a 500
             fields["resp_time"] = round(elapsed_ns * 1e-9, 6)
+            if not complete and not failed:
+                fields["resp_aborted"] = True
             fields.update(saturation.fields())
             _runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
         except Exception as exc:
             _guard.report("wsgi.fallback_event", exc)
+
+
+def end_request(
+    scope: _scope.RequestScope, complete: bool, error: BaseException | None, status: int | None = None
+) -> None:
+    """Finish the request's aggregate when its root span ended before the body was sent;
+    ``status``: what the server answered instead of the application's status, if it did."""
+    state = scope.state
+    if state is None or state.root_end_ns is None:
+        return  # no root span, or it has not ended yet: its own end writes the line
+    extra: dict[str, Any] = {}
+    if status is not None:
+        extra["resp_status"] = status
+    if error is not None and state.exc is None and isinstance(error, Exception):
+        state.exc = error  # raised while the body was produced, after the view returned
+    elif not complete and error is None:
+        extra["resp_aborted"] = True
+    processor = _runtime.processor
+    if processor is not None:
+        processor.finish(state, time.time_ns(), extra)
+
+
+def _hook_close(body: Any, finish: Callable[[], None]) -> None:
+    original = getattr(body, "close", None)
+
+    def close() -> None:
+        try:
+            if original is not None:
+                original()
+        finally:
+            finish()
+
+    body.close = close
+
+
+class _Body:
+    """The response body as the server iterates it; ``close()`` ends the request.
+
+    A body the server stopped iterating before its end (the client hung up) is ``aborted``; an
+    exception raised while producing it is the request's error.
+    """
+
+    __slots__ = (
+        "_environ",
+        "_error",
+        "_inner",
+        "_it",
+        "_layer",
+        "_path_info",
+        "_scope",
+        "_sent",
+        "_start",
+        "_status",
+    )
+
+    def __init__(
+        self,
+        inner: Iterable[bytes],
+        layer: CanonicalWSGI,
+        scope: _scope.RequestScope,
+        environ: dict[str, Any],
+        path_info: str,
+        status: list[str],
+        start: int,
+    ) -> None:
+        self._inner = inner
+        self._it: Iterator[bytes] | None = None
+        self._layer = layer
+        self._scope = scope
+        self._environ = environ
+        self._path_info = path_info
+        self._status = status
+        self._start = start
+        self._error: BaseException | None = None
+        self._sent = False  # a chunk went to the server: its headers are out
+
+    def __iter__(self) -> _Body:
+        try:
+            self._it = iter(self._inner)
+        except BaseException as exc:
+            self._error = exc
+            raise
+        return self
+
+    def __next__(self) -> bytes:
+        it = self._it
+        if it is None:
+            self.__iter__()
+            it = self._it
+        try:
+            chunk = next(it)  # type: ignore[arg-type]
+        except StopIteration:
+            self._it = _DONE
+            raise
+        except BaseException as exc:
+            self._error = exc
+            raise
+        self._sent = True
+        return chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            error = self._error
+            status = self._status
+            if error is not None and not self._sent:
+                status[:] = ["500"]  # nothing sent yet: Gunicorn answers the error with a 500
+            self._layer._finish(
+                self._scope,
+                self._environ,
+                self._path_info,
+                status,
+                self._start,
+                failed=error is not None,
+                complete=self._it is _DONE,
+                error=error,
+                status_override=error is not None and not self._sent,
+            )
+
+
+_DONE: Iterator[bytes] = iter(())

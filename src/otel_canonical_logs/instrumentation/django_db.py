@@ -25,7 +25,8 @@ from opentelemetry.instrumentation.dbapi import (
     TracedCursorProxy,
 )
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace.propagation import _SPAN_KEY
 from wrapt import FunctionWrapper, ObjectProxy
 
 from .. import __version__, _guard, _runtime
@@ -146,6 +147,9 @@ def _traced(
     tracer = proxy._self_cursor_tracer
     cursor = proxy.__wrapped__
     integration = tracer._db_api_integration
+    if state is not None and state.root_end_ns is not None and ctx.get(_SPAN_KEY) is None:
+        # A query in a streamed body, after the root span ended: still a child of the request.
+        ctx = set_span_in_context(state.root_span, ctx)
     operation = tracer.get_operation_name(cursor, args)
     span = integration._tracer.start_span(
         operation or integration.database or integration.name, ctx, kind=_CLIENT
