@@ -14,7 +14,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def _library_roots() -> tuple[str, ...]:
     roots: set[str] = {_PACKAGE_DIR}
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+    # "scripts": console-script launchers (the venv's bin/gunicorn) are not application code.
+    for key in ("stdlib", "platstdlib", "purelib", "platlib", "scripts"):
         path = sysconfig.get_paths().get(key)
         if path:
             roots.add(path)
@@ -93,24 +94,34 @@ def stack_locations(frame: FrameType | None) -> tuple[str | None, str | None]:
     Django's handler (``django/core/handlers/base.py``); any application frame (middleware) when
     the view was not reached.
     """
+    return locations_of(frame_stack(frame))
+
+
+def frame_stack(frame: FrameType | None) -> list[tuple[str, int | None, str]]:
+    """A live stack as (file, line, function), outermost first."""
     stack: list[tuple[str, int | None, str]] = []
     while frame is not None:
         code = frame.f_code
         stack.append((code.co_filename, frame.f_lineno, code.co_name))
         frame = frame.f_back
-    stack.reverse()  # outermost first
+    stack.reverse()
+    return stack
+
+
+def locations_of(stack: list[tuple[str, int | None, str]]) -> tuple[str | None, str | None]:
+    """``stack_locations`` of a stack given as (file, line, function), outermost first."""
     app_indexes = [i for i, f in enumerate(stack) if is_app_file(f[0])]
     if not app_indexes:
         return None, None
     outer = app_indexes[0]
     for i in app_indexes:
-        if i > 0 and stack[i - 1][0].endswith(_VIEW_CALLER):
+        if i > 0 and stack[i - 1][0].endswith(VIEW_CALLER):
             outer = i
             break
     return location(*stack[outer]), location(*stack[app_indexes[-1]])
 
 
-_VIEW_CALLER = os.path.join("django", "core", "handlers", "base.py")
+VIEW_CALLER = os.path.join("django", "core", "handlers", "base.py")
 
 
 def caller_location(frame: FrameType | None) -> str | None:
