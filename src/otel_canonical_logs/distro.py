@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 from opentelemetry.trace import get_tracer_provider
 from opentelemetry.util._importlib_metadata import EntryPoint
 
-from . import _export, _guard, _runtime
+from . import _export, _gevent, _guard, _runtime
 from .sampling import RecordEverythingSampler
 
 _logger = logging.getLogger("otel_canonical_logs")
@@ -33,6 +33,10 @@ class CanonicalLogsDistro(BaseDistro):  # type: ignore[misc]
 
     def _configure(self, **kwargs: Any) -> None:
         env = os.environ
+        # First, before the configurator and instrumentors import anything more: gevent workers
+        # need gevent's patches in place before Django and the SDK create locks and threads.
+        with _guard.guard("configure.gevent"):
+            _gevent.patch_early()
         env.setdefault("OTEL_PYTHON_CONFIGURATOR", "canonical_logs")
         # HTTP needs nothing from the worker beyond a socket; gRPC works too (each worker builds
         # its own channel after fork, see _export) but starts gRPC's own threads in every worker.
