@@ -1,6 +1,6 @@
 from django.urls import path
 
-from shop import views
+from shop import async_views, views
 
 urlpatterns = [
     path("ok/", views.ok, name="ok"),
@@ -15,6 +15,14 @@ urlpatterns = [
     path("echo-headers/", views.echo_headers, name="echo-headers"),
     path("stubborn/", views.stubborn, name="stubborn"),
     path("slow-query/", views.slow_query, name="slow-query"),
+    # Worker types and streamed bodies (tests/integration/test_workers.py).
+    path("async/db/", async_views.async_db, name="async-db"),
+    path("async/block/", async_views.async_block, name="async-block"),
+    path("async/wait/", async_views.async_wait, name="async-wait"),
+    path("marker/", async_views.marker, name="marker"),
+    path("stream/", async_views.stream, name="stream"),
+    path("stream/async/", async_views.stream_async, name="stream-async"),
+    path("spin/", async_views.spin, name="spin"),
     # Fault cases (tests/integration/test_reliability.py, tests/stress/).
     path("fault/context/", views.fault_context, name="fault-context"),
     path("fault/db-error/", views.fault_db_error, name="fault-db-error"),

@@ -22,11 +22,13 @@ def _measure() -> None:
     import django
 
     django.setup()
-    from django.db import connection
+    from contextlib import ExitStack
+
+    from django.db import connection, connections
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    client = Client()
+    client = Client(raise_request_exception=False)
     report = {}
     for path in sys.argv[1:]:
         raw: list[dict[str, object]] = []
@@ -35,12 +37,18 @@ def _measure() -> None:
             raw.append({"sql": sql, "params": list(params or ())})
             return execute(sql, params, many, context)
 
-        with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(record):
+        with ExitStack() as stack:
+            # Every alias, as the line counts every connection.
+            captures = [stack.enter_context(CaptureQueriesContext(c)) for c in connections.all()]
+            stack.enter_context(connection.execute_wrapper(record))
             response = client.get(path)
+            # A streamed body runs its queries while it is sent: consume it inside the capture.
+            body = b"".join(response) if response.streaming else response.content
         report[path] = {
             "status": response.status_code,
-            "captured": len(captured.captured_queries),
+            "captured": sum(len(c.captured_queries) for c in captures),
             "raw": raw,
+            "body_bytes": len(body),
         }
     json.dump(report, sys.stdout)
 
