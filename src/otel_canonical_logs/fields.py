@@ -40,8 +40,15 @@ FIELDS: tuple[Field, ...] = (
         "response status",
         ("http.response.status_code", "http.status_code"),
     ),
-    Field("resp_time", float, "wall time of the request", unit="s"),
-    Field("resp_cpu_time", float, "CPU time of the request's thread", unit="s"),
+    Field("resp_time", float, "wall time of the request, up to the last byte of its body", unit="s"),
+    Field(
+        "resp_cpu_time",
+        float,
+        "CPU time of the request's thread (sync and gthread workers: a greenlet or an event loop "
+        "shares its thread's clock)",
+        unit="s",
+    ),
+    Field("resp_aborted", bool, "the body was not sent in full: the client went away first"),
     Field("db_queries", int, "database queries"),
     Field("db_time", float, "total time of the database queries", unit="s"),
     Field("db_dup_queries", int, "queries whose SQL text (placeholders, not params) ran more than once"),

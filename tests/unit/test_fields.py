@@ -59,9 +59,17 @@ def test_readme_table_is_generated_from_the_registry() -> None:
     assert markdown_table() == text[start:end]
 
 
+# Keys added by issues after the SPEC's table (each names the issue that asked for it).
+ISSUE_KEYS = {
+    "resp_aborted": 11,  # the client went away before the body was sent in full
+}
+
+
 def test_registry_has_every_spec_key_in_spec_order() -> None:
-    """Every SPEC key is registered once, in the SPEC's order, event_type first."""
-    assert SPEC_KEYS == list(KEYS)
+    """Every SPEC key is registered once, in the SPEC's order, event_type first; the only other
+    keys are the ones later issues added."""
+    assert SPEC_KEYS == [k for k in KEYS if k not in ISSUE_KEYS]
+    assert set(ISSUE_KEYS) <= set(KEYS)
     assert len(set(KEYS)) == len(KEYS)
 
 
