@@ -5,7 +5,7 @@ import asyncio
 import time
 
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 
 from otel_canonical_logs import Context
 from shop.models import Author, Book
@@ -84,3 +84,8 @@ def spin(request: HttpRequest) -> HttpResponse:
     while time.monotonic() < end:
         pass
     return HttpResponse("spun\n")
+
+
+def file(request: HttpRequest) -> FileResponse:
+    """A file sent with the server's file wrapper (sendfile on Gunicorn's WSGI workers)."""
+    return FileResponse(open(__file__, "rb"), content_type="text/plain")  # Django closes it

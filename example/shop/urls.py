@@ -23,6 +23,7 @@ urlpatterns = [
     path("stream/", async_views.stream, name="stream"),
     path("stream/async/", async_views.stream_async, name="stream-async"),
     path("spin/", async_views.spin, name="spin"),
+    path("file/", async_views.file, name="file"),
     # Fault cases (tests/integration/test_reliability.py, tests/stress/).
     path("fault/context/", views.fault_context, name="fault-context"),
     path("fault/db-error/", views.fault_db_error, name="fault-db-error"),

@@ -53,6 +53,7 @@ PATHS = (
     "/async/db/?marker=m",
     "/stream/?chunks=3",
     "/stream/async/?chunks=2",
+    "/file/",
 )
 
 
