@@ -46,16 +46,20 @@ def _traced_app(pipeline: Pipeline, chunks: list[bytes], fail_at: int | None = N
     return app
 
 
-def test_line_is_written_when_the_body_is_closed_not_when_the_app_returns(pipeline: Pipeline) -> None:
-    """The root span ends first; the line only comes with close(), and counts what came after."""
+def test_line_is_written_when_the_body_is_sent_not_when_the_app_returns(pipeline: Pipeline) -> None:
+    """The root span ends first; the line comes once the server asked past the last chunk (the
+    body is written), before close(), and only once."""
     layer = CanonicalWSGI(_traced_app(pipeline, [b"a", b"b"]))
-    body = layer(dict(ENVIRON), _start_response)
+    body = iter(layer(dict(ENVIRON), _start_response))
     assert [] == pipeline.fields()
-    assert [b"a", b"b"] == list(body)
+    assert [b"a", b"b"] == [next(body), next(body)]
     assert [] == pipeline.fields()
-    body.close()  # type: ignore[attr-defined]
+    with pytest.raises(StopIteration):
+        next(body)
     [line] = pipeline.fields()
     assert 200 == line["resp_status"] and "resp_aborted" not in line
+    body.close()  # type: ignore[attr-defined]
+    assert 1 == len(pipeline.fields())
 
 
 def test_body_left_before_its_end_is_aborted(pipeline: Pipeline) -> None:

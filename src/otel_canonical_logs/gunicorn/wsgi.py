@@ -112,12 +112,12 @@ class CanonicalWSGI:
         if not scope.open:
             return
         scope.open = False
-        if _scope.current.get() is scope:
-            _scope.current.set(None)
-        saturation.busy(self.slot, -1)
-        if self.watchdog is not None:
-            self.watchdog.disarm(scope)
         try:
+            if _scope.current.get() is scope:
+                _scope.current.set(None)
+            saturation.busy(self.slot, -1)
+            if self.watchdog is not None:
+                self.watchdog.disarm(scope)
             end_request(scope, complete, error, 500 if status_override else None)
             if not scope.root_started and not scope.fired:
                 self._emit(environ, path_info, status, failed, time.perf_counter_ns() - start, complete)
@@ -239,6 +239,10 @@ class _Body:
             chunk = next(it)  # type: ignore[arg-type]
         except StopIteration:
             self._it = _DONE
+            # The server asks for more only once the last chunk is written: the body is sent.
+            # The line goes out now, before the server's close() bookkeeping, so that a worker
+            # killed right after a complete response has still written its line.
+            self._end()
             raise
         except BaseException as exc:
             self._error = exc
@@ -252,6 +256,10 @@ class _Body:
             if close is not None:
                 close()
         finally:
+            self._end()
+
+    def _end(self) -> None:
+        if self._scope.open:
             error = self._error
             status = self._status
             if error is not None and not self._sent:
