@@ -27,6 +27,8 @@ TEMPLATE_ATTRIBUTE = "django.template.name"
 TEMPLATE_NESTED_ATTRIBUTE = "django.template.nested"
 
 EmitFn = Callable[[Event], None]
+# What Django sends (or logs) to manage transactions, on every backend it ships.
+_TRANSACTION_STATEMENTS = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
 
 
 def _first(attrs: Any, names: tuple[str, ...]) -> Any:
@@ -221,8 +223,8 @@ class CanonicalLogProcessor(SpanProcessor):
         """
         state.db_queries += 1
         state.db_time_ns += elapsed
-        if not isinstance(statement, str):
-            return
+        if not isinstance(statement, str) or statement.startswith(_TRANSACTION_STATEMENTS):
+            return  # a transaction statement is never the N+1 smell
         stat = state.sql.get(statement)
         if stat is None:
             if len(state.sql) >= self._max_statements:

@@ -294,6 +294,91 @@ def _patch_connect() -> None:
     BaseDatabaseWrapper.connect = connect  # type: ignore[method-assign]
 
 
+def _patch_prepare_cursor() -> None:
+    """Cursors Django builds itself on the raw connection go through the proxy too.
+
+    PostgreSQL's server-side cursors under psycopg 3 (``QuerySet.iterator()`` without
+    ``server_side_binding``) are made as ``ServerSideCursor(connection, ...)``, never through
+    ``connection.cursor()``: every cursor reaches ``_prepare_cursor``, where one that is not
+    ours yet is wrapped. Django logs the cursor's ``execute`` (the DECLARE) as one query, not its
+    fetches; so does the line.
+    """
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    original = BaseDatabaseWrapper._prepare_cursor  # type: ignore[attr-defined]
+    if getattr(original, "_otel_canonical_logs", False):
+        return
+
+    def _prepare_cursor(self: Any, cursor: Any) -> Any:
+        try:
+            raw = self.connection
+            if isinstance(raw, _Connection) and not isinstance(cursor, _Cursor):
+                cursor = _Cursor(cursor, raw._self_cursor_tracer)
+        except Exception as exc:
+            _guard.report("django_db.prepare_cursor", exc)
+        return original(self, cursor)
+
+    _prepare_cursor._otel_canonical_logs = True  # type: ignore[attr-defined]
+    _prepare_cursor.__wrapped__ = original  # type: ignore[attr-defined]
+    BaseDatabaseWrapper._prepare_cursor = _prepare_cursor  # type: ignore[attr-defined]
+
+
+def _count_transaction_statement(sql: str, elapsed: int) -> None:
+    try:
+        ctx = otel_context.get_current()
+        if ctx.get(_SUPPRESS):
+            return
+        state = _runtime.request_state(ctx)
+        if state is not None:
+            _count(state, None, sql, elapsed)
+    except Exception as exc:
+        _guard.report("django_db.transaction", exc)
+
+
+def _patch_debug_transaction() -> None:
+    """Count BEGIN, COMMIT and ROLLBACK where Django logs them (4.2+: ``debug_transaction``).
+
+    PostgreSQL's BEGIN is not a statement of Django's (the driver sends it with the next query)
+    and COMMIT/ROLLBACK are driver calls, not cursor executions: Django times and logs each
+    around the call, and ``CaptureQueriesContext`` counts them. So do we, with the same time.
+    """
+    import importlib
+    from contextlib import contextmanager
+
+    for name in _DEBUG_TRANSACTION_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except Exception:  # a backend whose driver is not installed
+            continue
+        original = getattr(module, "debug_transaction", None)
+        if original is None or getattr(original, "_otel_canonical_logs", False):
+            continue
+
+        @contextmanager
+        def debug_transaction(connection: Any, sql: Any, _original: Any = original) -> Any:
+            start = perf_counter_ns()
+            try:
+                with _original(connection, sql):
+                    yield
+            finally:
+                _count_transaction_statement(str(sql), perf_counter_ns() - start)
+
+        debug_transaction._otel_canonical_logs = True  # type: ignore[attr-defined]
+        debug_transaction.__wrapped__ = original  # type: ignore[attr-defined]
+        setattr(module, "debug_transaction", debug_transaction)  # noqa: B010 - a module Django types
+
+
+# Modules that imported Django's debug_transaction by name (django/db/backends/*/base.py).
+_DEBUG_TRANSACTION_MODULES = ("django.db.backends.base.base", "django.db.backends.oracle.base")
+
+
+def _unpatch(owner: Any, name: str) -> None:
+    current = getattr(owner, name, None)
+    original = getattr(current, "__wrapped__", None)
+    if original is not None and getattr(current, "_otel_canonical_logs", False):
+        setattr(owner, name, original)
+
+
 def _on_connection_created(sender: Any, connection: Any = None, **kwargs: Any) -> None:
     try:
         if connection is not None:
@@ -320,13 +405,20 @@ class DjangoDatabaseInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _on_connection_created, weak=False, dispatch_uid="otel_canonical_logs.django_db"
         )
         _patch_connect()
+        _patch_prepare_cursor()
+        _patch_debug_transaction()
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        import sys
+
         from django.db.backends.signals import connection_created
 
         connection_created.disconnect(dispatch_uid="otel_canonical_logs.django_db")
         from django.db.backends.base.base import BaseDatabaseWrapper
 
-        original = getattr(BaseDatabaseWrapper.connect, "__wrapped__", None)
-        if original is not None:
-            BaseDatabaseWrapper.connect = original  # type: ignore[method-assign]
+        _unpatch(BaseDatabaseWrapper, "connect")
+        _unpatch(BaseDatabaseWrapper, "_prepare_cursor")
+        for name in _DEBUG_TRANSACTION_MODULES:
+            module = sys.modules.get(name)
+            if module is not None:
+                _unpatch(module, "debug_transaction")
