@@ -28,6 +28,17 @@ def _library_roots() -> tuple[str, ...]:
 
 
 _LIBRARY_ROOTS = _library_roots()
+
+
+def _roots(*keys: str) -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple({os.path.realpath(paths[k]) + os.sep for k in keys if paths.get(k)})
+
+
+# The standard library (a venv's platstdlib is the parent of its site-packages: installed
+# distributions under it are libraries, not the standard library) and the console scripts.
+_STDLIB_ROOTS = _roots("stdlib", "platstdlib")
+_NOT_WHERE = (_PACKAGE_DIR + os.sep, *_roots("scripts"))
 _LIBRARY_MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 
 
@@ -125,22 +136,63 @@ VIEW_CALLER = os.path.join("django", "core", "handlers", "base.py")
 
 
 def caller_location(frame: FrameType | None) -> str | None:
-    """The innermost application frame from ``frame`` outward, as ``path:line:function``.
+    """The innermost application frame from ``frame`` outward, as ``path:line:function``, or the
+    ``name:line`` of a template node met first.
 
     Costs a few microseconds (one cached filename check per frame); meant for rare events such
     as the second run of one SQL text, not for every query.
     """
     depth = 0
+    library: FrameType | None = None
     while frame is not None and depth < _MAX_WALK:
         code = frame.f_code
-        if is_app_file(code.co_filename):
-            return location(code.co_filename, frame.f_lineno, code.co_name)
+        filename = code.co_filename
+        if is_app_file(filename):
+            return location(filename, frame.f_lineno, code.co_name)
+        if code.co_name == "render_annotated" and filename.endswith(_TEMPLATE_BASE):
+            # A template node reached before any application frame issued it ({{ book.author }}
+            # in a loop): that node says where, not the view (or WSGI layer) far outside.
+            where = node_location(frame.f_locals.get("self"))
+            if where is not None:
+                return where
+        elif library is None and _says_where(filename):
+            library = frame
         frame = frame.f_back
         depth += 1
+    # No application frame (a library's own code): the innermost library frame above the
+    # database layer, never a launcher.
+    if library is not None:
+        code = library.f_code
+        return location(code.co_filename, library.f_lineno, code.co_name)
     return None
 
 
+def node_location(node: object) -> str | None:
+    """``name:line`` of a Django template node."""
+    origin = getattr(node, "origin", None)
+    name = getattr(origin, "template_name", None) or getattr(origin, "name", None)
+    if not name:
+        return None
+    token = getattr(node, "token", None)
+    return f"{name}:{getattr(token, 'lineno', 0) or 0}"
+
+
+@lru_cache(maxsize=4096)
+def _says_where(filename: str) -> bool:
+    """A library frame worth naming when no application frame exists: not the database layer
+    that ran the query, not the ORM's query machinery, not the standard library, not ours."""
+    if not filename or filename.startswith("<"):
+        return False
+    path = os.path.realpath(filename)
+    if path.startswith(_NOT_WHERE) or any(part in path for part in _QUERY_MACHINERY):
+        return False
+    stdlib = path.startswith(_STDLIB_ROOTS) and not any(marker in path for marker in _LIBRARY_MARKERS)
+    return not stdlib
+
+
 _MAX_WALK = 256
+_TEMPLATE_BASE = os.path.join("django", "template", "base.py")
+_QUERY_MACHINERY = tuple(os.sep + os.path.join("django", *parts) + os.sep for parts in (("db",), ("utils",)))
 
 TEMPLATE_ATTR = "_otel_canonical_logs_template"
 """Attribute our template instrumentation sets on an exception: ``name:line`` of the node."""
