@@ -64,7 +64,20 @@ def patch() -> None:
 
         return load_wsgi
 
+    def make_manage_workers(original: Any) -> Any:
+        def manage_workers(self: Any) -> Any:
+            result = original(self)
+            # Right after (re)spawning: the first request a new worker serves already finds a
+            # sample, instead of waiting up to a second for the sampler thread.
+            with _guard.guard("gunicorn.manage_workers"):
+                if saturation.sampling():
+                    saturation.sample(self)
+            return result
+
+        return manage_workers
+
     _patched(Arbiter, "start", make_start)
+    _patched(Arbiter, "manage_workers", make_manage_workers)
     _patched(Worker, "__init__", make_init)
     _patched(Worker, "load_wsgi", make_load_wsgi)
     global _make_load_wsgi

@@ -93,11 +93,19 @@ def listen_backlog(listeners: Any) -> int:
     return total if known else -1
 
 
+_sample_lock = threading.Lock()
+
+
 def sample(arbiter: Any) -> None:
     """Take one sample from the arbiter's state into the shared mapping."""
     shm = _shm
     if shm is None:
         return
+    with _sample_lock:  # the sampler thread and the arbiter's own loop (after spawning)
+        _sample(arbiter, shm)
+
+
+def _sample(arbiter: Any, shm: mmap.mmap) -> None:
     workers = list(arbiter.WORKERS.values())
     if not workers:
         return  # before the first spawn (or all dead): no sample beats a wrong zero
@@ -109,6 +117,11 @@ def sample(arbiter: Any) -> None:
     backlog = listen_backlog(list(getattr(arbiter, "LISTENERS", [])))
     samples = _HEADER.unpack_from(shm, 0)[3]
     _HEADER.pack_into(shm, 0, len(workers), active, backlog, (samples + 1) & 0xFFFFFFFF)
+
+
+def sampling() -> bool:
+    """Whether this process is an arbiter whose sampler runs."""
+    return _arbiter is not None
 
 
 def start_sampler(arbiter: Any) -> None:
