@@ -81,8 +81,8 @@ def _collect(
             if isinstance(target, str):
                 values["req_path"] = target.split("?", 1)[0]
         route = values.get("req_route")
-        if isinstance(route, str) and not route.startswith("/"):
-            values["req_route"] = "/" + route
+        if isinstance(route, str):
+            values["req_route"] = readable_route(route)
         end = end_ns or span.end_time
         if end and span.start_time:
             values["resp_time"] = _seconds(end - span.start_time)
@@ -120,6 +120,18 @@ def _collect(
         values.update(exception_fields(state.exc))
     values.update(state.fields)
     return values
+
+
+def readable_route(route: str) -> str:
+    """The matched URL pattern as a path: ``re_path``'s anchors dropped (``^books/(?P<pk>\\d+)/$``
+    gives ``/books/(?P<pk>\\d+)/``), a leading slash added."""
+    if route.startswith("^"):
+        route = route[1:]
+    if route.endswith("\\Z"):
+        route = route[:-2]
+    elif route.endswith("$") and not route.endswith("\\$"):
+        route = route[:-1]
+    return route if route.startswith("/") else "/" + route
 
 
 def exception_fields(exc: BaseException) -> dict[str, Any]:

@@ -123,6 +123,37 @@ def _patch(tracer: trace.Tracer) -> None:
     render._otel_canonical_logs = True  # type: ignore[attr-defined]
     render.__wrapped__ = original  # type: ignore[attr-defined]
     Template.render = render  # type: ignore[method-assign]
+    _patch_extends(tracer)
+
+
+def _patch_extends(tracer: trace.Tracer) -> None:
+    """``{% extends %}`` renders its parent with ``Template._render``, past ``Template.render``:
+    counted here, as one more (nested) render, so tmpl_renders is what Django's
+    ``template_rendered`` signal counts."""
+    from django.template.loader_tags import ExtendsNode
+
+    original = ExtendsNode.render
+    if getattr(original, "_otel_canonical_logs", False):
+        return
+
+    def render(self: Any, context: Any) -> Any:
+        parent = getattr(getattr(self, "parent_name", None), "var", None)
+        name = parent if isinstance(parent, str) and parent else "<extends>"
+        depth = _depth.get()
+        token = _depth.set(depth + 1)
+        try:
+            state = _runtime.counting_state(otel_context.get_current())
+            if state is not None:
+                return _counted_render(state, original, self, context, name, depth)
+            attributes: dict[str, Any] = {TEMPLATE_ATTRIBUTE: name, TEMPLATE_NESTED_ATTRIBUTE: True}
+            with tracer.start_as_current_span(f"render {name}", kind=_INTERNAL, attributes=attributes):
+                return original(self, context)
+        finally:
+            _depth.reset(token)
+
+    render._otel_canonical_logs = True  # type: ignore[attr-defined]
+    render.__wrapped__ = original  # type: ignore[attr-defined]
+    ExtendsNode.render = render  # type: ignore[method-assign]
 
 
 class DjangoTemplateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -142,3 +173,8 @@ class DjangoTemplateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         original = getattr(Template.render, "__wrapped__", None)
         if original is not None and getattr(Template.render, "_otel_canonical_logs", False):
             Template.render = original  # type: ignore[method-assign]
+        from django.template.loader_tags import ExtendsNode
+
+        original = getattr(ExtendsNode.render, "__wrapped__", None)
+        if original is not None and getattr(ExtendsNode.render, "_otel_canonical_logs", False):
+            ExtendsNode.render = original  # type: ignore[method-assign]
