@@ -57,6 +57,37 @@ else:
         }
     }
 
+# A second alias on the same database, for the truth tests (tests/integration/test_truth.py):
+# on PostgreSQL with server-side binding, so QuerySet.iterator() takes psycopg's own named cursor
+# there and Django's ServerSideCursor on "default".
+DATABASES["other"] = dict(DATABASES["default"])
+if DATABASES["other"]["ENGINE"].endswith("postgresql"):
+    DATABASES["other"]["OPTIONS"] = {"server_side_binding": True}
+else:
+    DATABASES["other"]["TEST"] = {"MIRROR": "default"}
+
+# EXAMPLE_ADMIN=1: the Django admin (a third-party app the project does not control), with the
+# apps and middleware it needs. Off by default so the other tests and the bench see the same
+# middleware stack as before.
+if os.environ.get("EXAMPLE_ADMIN") == "1":
+    INSTALLED_APPS += [
+        "django.contrib.admin",
+        "django.contrib.auth",
+        "django.contrib.sessions",
+        "django.contrib.messages",
+    ]
+    MIDDLEWARE += [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+    ]
+    TEMPLATES[0]["OPTIONS"]["context_processors"] = [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]
+
 if os.environ.get("EXAMPLE_REDIS_URL"):
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

@@ -1,6 +1,6 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from shop import async_views, views
+from shop import async_views, truth_views, views
 
 urlpatterns = [
     path("ok/", views.ok, name="ok"),
@@ -24,6 +24,16 @@ urlpatterns = [
     path("stream/async/", async_views.stream_async, name="stream-async"),
     path("spin/", async_views.spin, name="spin"),
     path("file/", async_views.file, name="file"),
+    # Every cursor path (tests/integration/test_truth.py).
+    path("truth/iterator/", truth_views.iterator, name="truth-iterator"),
+    path("truth/atomic/", truth_views.atomic, name="truth-atomic"),
+    path("truth/nested/", truth_views.nested, name="truth-nested"),
+    path("truth/bulk/", truth_views.bulk, name="truth-bulk"),
+    path("truth/select-for-update/", truth_views.select_for_update, name="truth-select-for-update"),
+    path("truth/raw/", truth_views.raw, name="truth-raw"),
+    path("truth/on-commit/", truth_views.on_commit, name="truth-on-commit"),
+    path("truth/generic/", truth_views.BookListView.as_view(), name="truth-generic"),
+    re_path(r"^truth/regex/(?P<pk>\d+)/$", views.book_detail, name="truth-regex"),
     # Fault cases (tests/integration/test_reliability.py, tests/stress/).
     path("fault/context/", views.fault_context, name="fault-context"),
     path("fault/db-error/", views.fault_db_error, name="fault-db-error"),

@@ -396,8 +396,9 @@ def manage(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[st
     return result
 
 
-def prepare_database(db: str) -> dict[str, str]:
-    """Create, migrate and seed a fresh database; return the env for the server."""
+def prepare_database(db: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Create, migrate and seed a fresh database; return the env for the server (with ``extra``,
+    which the migration sees too: ``EXAMPLE_ADMIN=1`` adds the admin's tables)."""
     if db == "sqlite":
         directory = tempfile.mkdtemp(prefix="canonical-sqlite-")
         env = {"EXAMPLE_DB": "sqlite", "EXAMPLE_SQLITE_PATH": str(Path(directory) / "db.sqlite3")}
@@ -411,6 +412,7 @@ def prepare_database(db: str) -> dict[str, str]:
         env = {"EXAMPLE_DB": "postgres", "EXAMPLE_PG_NAME": name}
     else:
         raise ValueError(f"unknown database kind {db!r} (expected 'sqlite' or 'postgres')")
+    env.update(extra or {})
     try:
         manage("migrate", "--noinput", env=env)
         manage("seed", env=env)
