@@ -6,14 +6,17 @@
 
 Every configuration serves the same example app (example/, SQLite) with one `sync` Gunicorn
 worker on 127.0.0.1 and a free port, loaded by `wrk -t1 -c1` for a fixed time per endpoint after
-a short warm-up. `bench` starts each configuration afresh in every round and rotates their order
-from round to round, then reports medians. Exports go to bench/otlp_sink.py, a local OTLP/HTTP
-receiver that counts and discards. Results are written into bench/RESULTS.md between markers;
-text outside the markers is kept.
+a short warm-up. The ASGI pair (bare-asgi, ours-none-asgi) serves the example's mysite.asgi with
+one uvicorn_worker.UvicornWorker instead, and is compared with bare-asgi, not with bare. `bench`
+starts each configuration afresh in every round and rotates their order from round to round, then
+reports medians. Exports go to bench/otlp_sink.py, a local OTLP/HTTP receiver that counts and
+discards. Results are written into bench/RESULTS.md between markers; text outside the markers is
+kept.
 
 The comparison venvs live in bench/.venvs/ and are reused while their pinned requirements stay
-the same; they pin Django, Gunicorn and the OpenTelemetry packages to the versions of the dev venv
-(.venv), so the only difference between configurations is the instrumentation.
+the same; they pin Django, Gunicorn and the OpenTelemetry packages (and, in a venv that runs an
+ASGI configuration, Uvicorn and uvicorn-worker) to the versions of the dev venv (.venv), so the
+only difference between configurations is the instrumentation.
 
 Measurements wait while a test/lint run or any process outside the bench uses the machine, and a
 measurement during which outside processes took more than FOREIGN_LIMIT of a CPU is repeated.
@@ -55,6 +58,11 @@ DB_QUERIES = 10  # queries per /db/ request (example/shop/views.py: db)
 ORIGINAL = "gunicorn-django-canonical-logs==0.0.10"
 PY_SPY = "py-spy==0.4.3"
 WAIT_MAX = 30 * 60  # seconds, in all, to wait for other work on the machine before going ahead
+WSGI_APP = "mysite.wsgi"
+ASGI_APP = "mysite.asgi:application"
+UVICORN_WORKER = "uvicorn_worker.UvicornWorker"
+ASGI_PACKAGES = ("uvicorn", "uvicorn-worker")  # what a venv needs to run an ASGI configuration
+ASGI_LABEL = "ASGI (uvicorn_worker.UvicornWorker)"
 
 
 def log(message: str) -> None:
@@ -64,8 +72,12 @@ def log(message: str) -> None:
 # -- versions and venvs ------------------------------------------------------------------------
 
 
-def dev_versions() -> dict[str, str]:
-    """Versions installed in the dev venv: the pins for the comparison venvs."""
+def dev_versions() -> dict[str, str | None]:
+    """Versions installed in the dev venv: the pins for the comparison venvs.
+
+    The ASGI packages map to None when the dev venv lacks them (a venv from before they joined
+    the `test` extra): only the ASGI configurations need them, and cmd_bench says so.
+    """
     if not (DEV_BIN / "python").exists():
         sys.exit("no dev venv at .venv: run `make venv` first")
     names = [
@@ -79,17 +91,27 @@ def dev_versions() -> dict[str, str]:
         "otel-canonical-logs",
         "requests",
     ]
+    optional = [*ASGI_PACKAGES, "uvloop", "httptools"]  # the last two: what Uvicorn's "auto" picks
     code = (
         "import json, importlib.metadata as m, sys\n"
-        "print(json.dumps({n: m.version(n) for n in sys.argv[1:]}))"
+        "def version(name):\n"
+        "    try:\n"
+        "        return m.version(name)\n"
+        "    except m.PackageNotFoundError:\n"
+        "        return None\n"
+        "print(json.dumps({n: version(n) for n in sys.argv[1:]}))"
     )
     out = subprocess.run(
-        [DEV_BIN / "python", "-c", code, *names], check=True, capture_output=True, text=True
+        [DEV_BIN / "python", "-c", code, *names, *optional], check=True, capture_output=True, text=True
     ).stdout
-    return json.loads(out)
+    versions = json.loads(out)
+    missing = [n for n in names if versions[n] is None]
+    if missing:
+        sys.exit(f"the dev venv .venv lacks {', '.join(missing)}: run `make venv`")
+    return versions
 
 
-def venv_requirements(versions: dict[str, str]) -> dict[str, list[str]]:
+def venv_requirements(versions: dict[str, str | None]) -> dict[str, list[str]]:
     # requests: imported at module level by the example's shop/api_views.py.
     core = [
         f"django=={versions['django']}",
@@ -98,7 +120,7 @@ def venv_requirements(versions: dict[str, str]) -> dict[str, list[str]]:
     ]
     contrib = versions["opentelemetry-instrumentation"]
     sdk = versions["opentelemetry-sdk"]
-    return {
+    reqs = {
         "original": [*core, ORIGINAL],
         "otel": [
             *core,
@@ -113,6 +135,11 @@ def venv_requirements(versions: dict[str, str]) -> dict[str, list[str]]:
         ],
         "tools": [PY_SPY],
     }
+    # A venv that runs an ASGI configuration also gets Uvicorn and its Gunicorn worker, at the
+    # dev venv's versions (today both ASGI configurations run in the dev venv itself).
+    for name in {c.venv for c in CONFIGS if c.asgi} - {"dev"}:
+        reqs[name] += [f"{n}=={versions[n]}" for n in ASGI_PACKAGES]
+    return reqs
 
 
 def ensure_venv(name: str, requirements: list[str]) -> Path:
@@ -180,6 +207,13 @@ class Config:
     env: dict[str, str] = field(default_factory=dict)
     gunicorn_args: list[str] = field(default_factory=list)
     uses_sink: bool = False
+    app: str = WSGI_APP  # what Gunicorn serves
+    worker_class: str = "sync"
+    baseline: str = "bare"  # the configuration its overhead is computed against
+
+    @property
+    def asgi(self) -> bool:
+        return self.worker_class == UVICORN_WORKER
 
 
 NONE_EXPORTERS = {
@@ -232,6 +266,25 @@ CONFIGS = [
             "OTEL_TRACES_SAMPLER_ARG": "0.1",
         },
         uses_sink=True,
+    ),
+    # The ASGI pair: the same app through mysite/asgi.py under one UvicornWorker, measured
+    # against its own bare configuration.
+    Config(
+        "bare-asgi",
+        "bare Django + Gunicorn, UvicornWorker",
+        "dev",
+        app=ASGI_APP,
+        worker_class=UVICORN_WORKER,
+        baseline="bare-asgi",
+    ),
+    Config(
+        "ours-none-asgi",
+        "ours, exporters none (line only), UvicornWorker",
+        "dev",
+        True,
+        app=ASGI_APP,
+        worker_class=UVICORN_WORKER,
+        baseline="bare-asgi",
     ),
 ]
 CONFIG_BY_KEY = {c.key: c for c in CONFIGS}
@@ -435,7 +488,7 @@ def stats_delta(after: dict, before: dict) -> dict[str, dict[str, int]]:
 
 
 class Server:
-    """One Gunicorn master + one sync worker for a configuration; stdout/stderr go to files."""
+    """One Gunicorn master + one worker (sync, or the configuration's class); stdout/stderr to files."""
 
     def __init__(self, config: Config, bins: dict[str, Path], sink: Sink | None) -> None:
         self.config = config
@@ -451,13 +504,13 @@ class Server:
             env[key] = value
         cmd: list[str | Path] = [
             bindir / "gunicorn",
-            "mysite.wsgi",
+            config.app,
             "--chdir",
             EXAMPLE,
             "--workers",
             "1",
             "--worker-class",
-            "sync",
+            config.worker_class,
             "--bind",
             f"127.0.0.1:{self.port}",
             "--no-control-socket",
@@ -506,7 +559,7 @@ class Server:
         )
 
     def worker_pid(self) -> int:
-        """The sync worker: the only child of the Gunicorn master."""
+        """The worker: the only child of the Gunicorn master."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
@@ -639,12 +692,18 @@ def overhead_us(rps: float, bare_rps: float) -> float:
 def cmd_bench(args: argparse.Namespace) -> int:
     keys = args.configs.split(",") if args.configs else [c.key for c in CONFIGS]
     unknown = [k for k in keys if k not in CONFIG_BY_KEY]
-    if unknown or "bare" not in keys:
-        sys.exit(f"--configs must include bare; unknown: {unknown}")
+    if unknown:
+        sys.exit(f"--configs: unknown: {unknown}")
     configs = [CONFIG_BY_KEY[k] for k in keys]
+    baselines = sorted({c.baseline for c in configs} - set(keys))
+    if baselines:
+        sys.exit(f"--configs must include the configurations the others are measured against: {baselines}")
     started = dt.datetime.now(dt.UTC)
     wrk = ensure_wrk()
     versions = dev_versions()
+    lacking = [n for n in ASGI_PACKAGES if versions[n] is None]
+    if lacking and any(c.asgi and c.venv == "dev" for c in configs):
+        sys.exit(f"the ASGI configurations need {', '.join(lacking)} in the dev venv: run `make venv`")
     reqs = venv_requirements(versions)
     bins = {name: ensure_venv(name, reqs[name]) for name in {c.venv for c in configs} - {"dev"}}
     prepare_db()
@@ -685,7 +744,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             quiet.remeasured += 1
                             log(f"{config.key} {path}: other processes used {foreign:.0%} of a CPU; again")
                         rps[config.key][path].append(result.rps)
-                        log(f"round {rnd + 1}/{args.rounds} {config.key:13} {path:6} {result.rps:8.1f} req/s")
+                        log(f"round {rnd + 1}/{args.rounds} {config.key:14} {path:6} {result.rps:8.1f} req/s")
                 finally:
                     server.stop()
                 sent[config.key] += server.requests
@@ -713,38 +772,50 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def render_bench(args, configs, versions, wrk, started, elapsed, rps, sent, lines, exports, errors, notes):
     med = {c.key: {p: statistics.median(rps[c.key][p]) for p in ENDPOINTS} for c in configs}
-    ovh = {c.key: {p: overhead_us(med[c.key][p], med["bare"][p]) for p in ENDPOINTS} for c in configs}
+    ovh = {c.key: {p: overhead_us(med[c.key][p], med[c.baseline][p]) for p in ENDPOINTS} for c in configs}
     per_query = {c.key: (ovh[c.key]["/db/"] - ovh[c.key]["/ok/"]) / DB_QUERIES for c in configs}
+    wsgi = [c for c in configs if not c.asgi]
+    asgi = [c for c in configs if c.asgi]
     out: list[str] = []
     out.append(f"## `make bench` — {started:%Y-%m-%d %H:%M} UTC\n")
     out.append(f"- command: `{command_line('make bench')}` ({elapsed / 60:.1f} min)")
     out.extend(machine_lines())
     out.append(versions_line(versions, wrk))
+    worker = "one `sync` Gunicorn worker per configuration"
+    if asgi:
+        worker += f" (ASGI: one `{UVICORN_WORKER}`)"
+    against = " (ASGI pair: rps(bare-asgi) instead)" if asgi else ""
     out.append(
-        f"- method: one `sync` Gunicorn worker per configuration on 127.0.0.1 (SQLite, `DEBUG` off, "
+        f"- method: {worker} on 127.0.0.1 (SQLite, `DEBUG` off, "
         f"stdout to a file), `wrk -t1 -c1 -d{args.duration:g}s` per endpoint after a "
         f"{args.warmup:g} s warm-up; each configuration restarted every round, order rotated; "
-        f"{args.rounds} rounds; medians. Overhead = 1e6/rps - 1e6/rps(bare), µs per request."
+        f"{args.rounds} rounds; medians. Overhead = 1e6/rps - 1e6/rps(bare){against}, µs per request."
     )
     for note in notes:
         out.append(f"- note: {note}")
-    out.append("")
-    out.append(
-        "| configuration | "
-        + " | ".join(f"{p} req/s" for p in ENDPOINTS)
-        + " | "
-        + " | ".join(f"{p} µs over bare" for p in ENDPOINTS)
-        + " | µs per extra query |"
-    )
-    out.append("|---|" + "---:|" * (2 * len(ENDPOINTS) + 1))
-    for c in configs:
-        cells = []
-        for p in ENDPOINTS:
-            values = rps[c.key][p]
-            cells.append(f"{med[c.key][p]:.0f} ({min(values):.0f}-{max(values):.0f})")
-        over = ["—" if c.key == "bare" else f"{ovh[c.key][p]:+.0f}" for p in ENDPOINTS]
-        pq = "—" if c.key == "bare" else f"{per_query[c.key]:+.1f}"
-        out.append(f"| {c.key}: {c.label} | " + " | ".join(cells) + " | " + " | ".join(over) + f" | {pq} |")
+    if wsgi:
+        out.append("")
+        out.extend(bench_table(wsgi, "bare", rps, med, ovh, per_query))
+    if asgi:
+        out.append("")
+        out.append(f"### {ASGI_LABEL}\n")
+        loop = "uvloop" if versions.get("uvloop") else "asyncio"
+        http = "httptools" if versions.get("httptools") else "h11"
+        out.append(
+            f"`{ASGI_APP}` (example/mysite/asgi.py) under one `{UVICORN_WORKER}` "
+            f"(uvicorn {versions['uvicorn']}, uvicorn-worker {versions['uvicorn-worker']}; "
+            f"{loop} event loop, {http} HTTP parser), otherwise as above; Django runs the sync views "
+            "in its thread-sensitive executor. Overhead is over bare-asgi, the same app and worker "
+            "without instrumentation, not over bare WSGI.\n"
+        )
+        out.extend(bench_table(asgi, "bare-asgi", rps, med, ovh, per_query))
+        if "bare" in med and "bare-asgi" in med:
+            cost = [f"`{p}` {overhead_us(med['bare-asgi'][p], med['bare'][p]):+.0f}" for p in ENDPOINTS]
+            out.append("")
+            out.append(
+                "For scale only (not part of the overheads above): bare-asgi over bare (WSGI, `sync`), "
+                "µs per request: " + ", ".join(cost) + "."
+            )
     out.append("")
     out.append(
         "req/s cells: median (min-max over rounds). Per extra query = (overhead on `/db/` - overhead "
@@ -753,9 +824,10 @@ def render_bench(args, configs, versions, wrk, started, elapsed, rps, sent, line
         "connection (Django's default `CONN_MAX_AGE=0` opens and instruments a new SQLite "
         "connection in every request that queries)."
     )
-    out.append("")
-    out.append("### Targets (issue 6)\n")
-    out.extend(render_targets(ovh, {c.key for c in configs}))
+    if wsgi:
+        out.append("")
+        out.append("### Targets (issue 6)\n")
+        out.extend(render_targets(ovh, {c.key for c in configs}))
     out.append("")
     out.append("### Checks\n")
     out.append("| configuration | requests sent | stdout lines | errors (non-2xx + socket) | OTLP received |")
@@ -784,6 +856,27 @@ def render_bench(args, configs, versions, wrk, started, elapsed, rps, sent, line
         "load — is counted in 'requests sent'. Server logs: `bench/.work/logs/`."
     )
     return "\n".join(out) + "\n"
+
+
+def bench_table(configs, baseline, rps, med, ovh, per_query) -> list[str]:
+    """req/s and µs over `baseline` for these configurations, one row each."""
+    rows = [
+        "| configuration | "
+        + " | ".join(f"{p} req/s" for p in ENDPOINTS)
+        + " | "
+        + " | ".join(f"{p} µs over {baseline}" for p in ENDPOINTS)
+        + " | µs per extra query |",
+        "|---|" + "---:|" * (2 * len(ENDPOINTS) + 1),
+    ]
+    for c in configs:
+        cells = []
+        for p in ENDPOINTS:
+            values = rps[c.key][p]
+            cells.append(f"{med[c.key][p]:.0f} ({min(values):.0f}-{max(values):.0f})")
+        over = ["—" if c.key == baseline else f"{ovh[c.key][p]:+.0f}" for p in ENDPOINTS]
+        pq = "—" if c.key == baseline else f"{per_query[c.key]:+.1f}"
+        rows.append(f"| {c.key}: {c.label} | " + " | ".join(cells) + " | " + " | ".join(over) + f" | {pq} |")
+    return rows
 
 
 def render_targets(ovh: dict[str, dict[str, float]], have: set[str]) -> list[str]:
