@@ -237,6 +237,7 @@ def test_request_that_gets_the_worker_killed_leaves_a_timeout_event(
     assert 200 == _get(server, "/ok/").status_code
     assert 1 == sum(e.get("req_id") == rid for e in events(server.stdout_lines))
     assert LOG_PREFIX not in server.stderr_text()
+    assert "Calling end() on an ended span" not in server.stderr_text()  # no SDK noise of ours
 
 
 # -- worker types the package does not know ------------------------------------------------------

@@ -65,3 +65,59 @@ def test_stdlib_and_site_packages_are_not_app_files() -> None:
     assert not _frames.is_app_file(json.__file__)
     assert not _frames.is_app_file(pytest.__file__)
     assert not _frames.is_app_file(_frames.__file__)
+
+
+def test_console_scripts_are_not_app_files() -> None:
+    """The venv's bin/ launchers (bin/gunicorn) are not the project's code."""
+    import sysconfig
+
+    launcher = Path(sysconfig.get_paths()["scripts"]) / "gunicorn"
+    assert launcher.exists()
+    assert not _frames.is_app_file(str(launcher))
+
+
+_LIBRARY = """
+import sys
+
+
+def bridge(locate, out):
+    out.append(locate(sys._getframe()))
+
+
+class Node:
+    def __init__(self, name, line):
+        self.origin = type("Origin", (), {"template_name": name})()
+        self.token = type("Token", (), {"lineno": line})()
+
+    def render_annotated(self, locate):
+        return locate(sys._getframe())
+"""
+
+
+def _library(path: str) -> dict[str, object]:
+    """Functions whose code lives at ``path`` (a file of an installed distribution)."""
+    namespace: dict[str, object] = {}
+    exec(compile(_LIBRARY, path, "exec"), namespace)
+    return namespace
+
+
+def test_without_an_application_frame_the_innermost_library_frame_says_where() -> None:
+    """A query from library code alone (an async-to-sync bridge) is located there, not in the
+    standard library's thread machinery."""
+    import threading
+
+    lib = _library("/venv/lib/python3.11/site-packages/asgiref/sync.py")
+    out: list[object] = []
+    # Started by the standard library, so no application frame is outside the bridge.
+    thread = threading.Thread(target=lib["bridge"], args=(_frames.caller_location, out))  # type: ignore[arg-type]
+    thread.start()
+    thread.join()
+    [where] = out
+    assert isinstance(where, str) and where.endswith("asgiref/sync.py:6:bridge"), where
+
+
+def test_a_template_node_reached_first_names_the_query() -> None:
+    """A template node met before any application frame is the location, as ``name:line``."""
+    lib = _library("/venv/lib/python3.11/site-packages/django/template/base.py")
+    node = lib["Node"]("shop/list.html", 7)  # type: ignore[operator]
+    assert "shop/list.html:7" == node.render_annotated(_frames.caller_location)
