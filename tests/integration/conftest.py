@@ -7,28 +7,21 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import (
-    GunicornServer,
-    PostgresUnavailable,
-    check_postgres,
-    drop_database,
-    prepare_database,
-)
+from tests.integration.harness import GunicornServer, database
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def db_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """A migrated, seeded database per module and kind; yields the server env."""
-    if request.param == "postgres":
-        try:
-            check_postgres()
-        except PostgresUnavailable as exc:
-            pytest.fail(str(exc), pytrace=False)
-    env = prepare_database(request.param)
-    try:
+    with database(request.param) as env:
         yield env
-    finally:
-        drop_database(env)
+
+
+@pytest.fixture(scope="module")
+def module_sqlite_env() -> Iterator[dict[str, str]]:
+    """One SQLite database for a module whose subject is not the database."""
+    with database("sqlite") as env:
+        yield env
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -434,3 +435,20 @@ def drop_database(env: Mapping[str, str]) -> None:
         directory = Path(env["EXAMPLE_SQLITE_PATH"]).parent
         if directory.name.startswith("canonical-sqlite-"):
             shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def database(kind: str, extra: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """A migrated, seeded database of ``kind`` for the block; yields the server env."""
+    if kind == "postgres":
+        try:
+            check_postgres()
+        except PostgresUnavailable as exc:
+            import pytest
+
+            pytest.fail(str(exc), pytrace=False)
+    env = prepare_database(kind, extra)
+    try:
+        yield env
+    finally:
+        drop_database(env)

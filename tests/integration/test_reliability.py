@@ -39,6 +39,7 @@ from tests.integration.harness import (
     EXAMPLE_DIR,
     VENV_BIN,
     GunicornServer,
+    database,
     drop_database,
     events,
     free_port,
@@ -177,11 +178,8 @@ def strict_events(lines: list[str]) -> tuple[list[dict[str, str]], int]:
 @pytest.fixture
 def sqlite_env() -> Iterator[dict[str, str]]:
     """A migrated, seeded SQLite database of its own."""
-    env = prepare_database("sqlite")
-    try:
+    with database("sqlite") as env:
         yield env
-    finally:
-        drop_database(env)
 
 
 # -- hostile input ------------------------------------------------------------------------------

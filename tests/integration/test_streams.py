@@ -8,7 +8,7 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -17,23 +17,12 @@ from otel_canonical_logs._guard import LOG_PREFIX
 from tests.integration.harness import (
     EXAMPLE_DIR,
     GunicornServer,
-    drop_database,
     events,
     http_session,
-    prepare_database,
 )
 from tests.integration.test_workers import KINDS, TIMEOUT
 
 Start = Callable[..., GunicornServer]
-
-
-@pytest.fixture(scope="module")
-def sqlite_env() -> Iterator[dict[str, str]]:
-    env = prepare_database("sqlite")
-    try:
-        yield env
-    finally:
-        drop_database(env)
 
 
 def _start(gunicorn: Start, kind: str, env: dict[str, str]) -> GunicornServer:
@@ -66,11 +55,11 @@ STREAMS = {
 
 @pytest.mark.parametrize("kind", list(STREAMS))
 def test_streamed_body_is_timed_to_its_last_byte_and_its_queries_count(
-    gunicorn: Start, sqlite_env: dict[str, str], kind: str
+    gunicorn: Start, module_sqlite_env: dict[str, str], kind: str
 ) -> None:
     """No line while the body is still coming; then one, whose resp_time is within 50 ms of the
     client's time to the last byte, with the generator's three queries."""
-    server = _start(gunicorn, kind, sqlite_env)
+    server = _start(gunicorn, kind, module_sqlite_env)
     rid = uuid.uuid4().hex
     started = time.perf_counter()
     with http_session().get(
@@ -92,11 +81,11 @@ def test_streamed_body_is_timed_to_its_last_byte_and_its_queries_count(
 
 
 def test_stream_cut_by_the_worker_timeout_gets_a_timeout_event_inside_the_generator(
-    gunicorn: Start, sqlite_env: dict[str, str]
+    gunicorn: Start, module_sqlite_env: dict[str, str]
 ) -> None:
     """Sync worker: a stream that outlives --timeout is killed mid-body; its one line is the timeout
     event, located in the generator, with the queries the chunks before it ran."""
-    server = _start(gunicorn, "sync", sqlite_env)
+    server = _start(gunicorn, "sync", module_sqlite_env)
     rid = uuid.uuid4().hex
     received = b""
     with contextlib.suppress(requests.RequestException):  # the worker dies mid-body
@@ -118,10 +107,10 @@ def test_stream_cut_by_the_worker_timeout_gets_a_timeout_event_inside_the_genera
 
 @pytest.mark.parametrize("kind", ["sync", "uvicorn_worker"])
 def test_client_hanging_up_mid_stream_gets_one_line_that_says_so(
-    gunicorn: Start, sqlite_env: dict[str, str], kind: str
+    gunicorn: Start, module_sqlite_env: dict[str, str], kind: str
 ) -> None:
     """The client reads the first chunk and closes the connection: one line, resp_aborted=true."""
-    server = _start(gunicorn, kind, sqlite_env)
+    server = _start(gunicorn, kind, module_sqlite_env)
     rid = uuid.uuid4().hex
     path = "/stream/?chunks=30&s=0.05" if kind == "sync" else "/stream/async/?chunks=30&s=0.05"
     with socket.create_connection((server.host, server.port), timeout=10) as sock:

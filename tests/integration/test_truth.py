@@ -23,13 +23,10 @@ from tests.integration.harness import (
     EXAMPLE_DIR,
     REPO_ROOT,
     GunicornServer,
-    PostgresUnavailable,
-    check_postgres,
-    drop_database,
+    database,
     events,
     http_session,
     manage,
-    prepare_database,
 )
 
 Start = Callable[..., GunicornServer]
@@ -139,25 +136,12 @@ def _measure(env: dict[str, str]) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def truth_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """A migrated, seeded database with the admin's tables and a superuser."""
-    if request.param == "postgres":
-        try:
-            check_postgres()
-        except PostgresUnavailable as exc:
-            pytest.fail(str(exc), pytrace=False)
-    env = prepare_database(request.param, ADMIN_ENV)
-    try:
+    with database(request.param, ADMIN_ENV) as env:
+        superuser = {**env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD}
         manage(
-            "createsuperuser",
-            "--noinput",
-            "--username",
-            "admin",
-            "--email",
-            "admin@example.com",
-            env={**env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD},
+            "createsuperuser", "--noinput", "--username", "admin", "--email", "a@example.com", env=superuser
         )
         yield env
-    finally:
-        drop_database(env)
 
 
 def _served(server: GunicornServer) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,10 +17,8 @@ import requests
 from otel_canonical_logs._guard import LOG_PREFIX
 from tests.integration.harness import (
     GunicornServer,
-    drop_database,
     events,
     http_session,
-    prepare_database,
 )
 from tests.integration.test_example_queries import measure
 
@@ -96,16 +94,6 @@ def _no_internal_errors(server: GunicornServer, bare: GunicornServer | None = No
     baseline = bare.stderr_text() if bare is not None else ""
     for crash in CRASHES:
         assert text.count(crash) <= baseline.count(crash), text
-
-
-@pytest.fixture(scope="module")
-def sqlite_env() -> Iterator[dict[str, str]]:
-    """One SQLite database for the tests whose subject is the worker type, not the database."""
-    env = prepare_database("sqlite")
-    try:
-        yield env
-    finally:
-        drop_database(env)
 
 
 @pytest.fixture(scope="module")
@@ -198,10 +186,10 @@ KILLED = {
 
 @pytest.mark.parametrize("kind", list(STUCK))
 def test_request_past_the_timeout_that_is_never_killed_gets_a_stuck_event_then_its_line(
-    gunicorn: Start, sqlite_env: dict[str, str], kind: str
+    gunicorn: Start, module_sqlite_env: dict[str, str], kind: str
 ) -> None:
     """One stuck event naming where the request waits, then its line with stuck=true."""
-    server = _start(gunicorn, kind, sqlite_env)
+    server = _start(gunicorn, kind, module_sqlite_env)
     path, function = STUCK[kind]
     rid = uuid.uuid4().hex
     assert 200 == _get(server, path, rid).status_code
@@ -215,11 +203,11 @@ def test_request_past_the_timeout_that_is_never_killed_gets_a_stuck_event_then_i
 
 @pytest.mark.parametrize("kind", list(KILLED))
 def test_request_that_gets_the_worker_killed_leaves_a_timeout_event(
-    gunicorn: Start, sqlite_env: dict[str, str], kind: str
+    gunicorn: Start, module_sqlite_env: dict[str, str], kind: str
 ) -> None:
     """The worker is killed by the arbiter; the request has exactly one line, a timeout event with
     the frame it was blocked in; the replacement worker serves again."""
-    server = _start(gunicorn, kind, sqlite_env)
+    server = _start(gunicorn, kind, module_sqlite_env)
     path, function = KILLED[kind]
     rid = uuid.uuid4().hex
     with contextlib.suppress(requests.RequestException):  # killed before answering
@@ -244,13 +232,13 @@ def test_request_that_gets_the_worker_killed_leaves_a_timeout_event(
 
 
 def test_unknown_worker_type_is_left_alone_with_one_warning(
-    gunicorn: Start, sqlite_env: dict[str, str]
+    gunicorn: Start, module_sqlite_env: dict[str, str]
 ) -> None:
     """A third-party worker type: answered exactly as without the package, one warning naming it,
     no server layer (no line for the health check, no saturation fields)."""
     args = ["-k", "mysite.unknown_worker.UnknownWorker", "--workers", "2"]
-    bare = gunicorn(env=sqlite_env, gunicorn_args=args, instrument=False)
-    ours = gunicorn(env=sqlite_env, gunicorn_args=args)
+    bare = gunicorn(env=module_sqlite_env, gunicorn_args=args, instrument=False)
+    ours = gunicorn(env=module_sqlite_env, gunicorn_args=args)
     rid = uuid.uuid4().hex
     for path in ("/health", "/ok/", "/db/", "/boom/", "/stream/?chunks=2"):
         expected, got = _get(bare, path), _get(ours, path, rid if path == "/db/" else None)
@@ -264,14 +252,14 @@ def test_unknown_worker_type_is_left_alone_with_one_warning(
 
 
 def test_gevent_boots_with_the_settings_module_exported_and_from_a_computed_config(
-    gunicorn: Start, sqlite_env: dict[str, str], tmp_path: Path
+    gunicorn: Start, module_sqlite_env: dict[str, str], tmp_path: Path
 ) -> None:
     """gevent with DJANGO_SETTINGS_MODULE in the environment, and gevent chosen by a config file
     the distro cannot read early (a computed worker_class): both serve queries."""
-    exported = _start(gunicorn, "gevent", {**sqlite_env, "DJANGO_SETTINGS_MODULE": "mysite.settings"})
+    exported = _start(gunicorn, "gevent", {**module_sqlite_env, "DJANGO_SETTINGS_MODULE": "mysite.settings"})
     config = tmp_path / "gunicorn_conf.py"
     config.write_text('worker_class = "ge" + "vent"\n')
-    computed = gunicorn(env=sqlite_env, gunicorn_args=["-c", str(config), "--timeout", str(TIMEOUT)])
+    computed = gunicorn(env=module_sqlite_env, gunicorn_args=["-c", str(config), "--timeout", str(TIMEOUT)])
     for server in (exported, computed):
         rid = uuid.uuid4().hex
         assert 200 == _get(server, "/db/", rid).status_code

@@ -50,12 +50,13 @@ def test_line_is_written_when_the_body_is_sent_not_when_the_app_returns(pipeline
     """The root span ends first; the line comes once the server asked past the last chunk (the
     body is written), before close(), and only once."""
     layer = CanonicalWSGI(_traced_app(pipeline, [b"a", b"b"]))
-    body = iter(layer(dict(ENVIRON), _start_response))
+    body = layer(dict(ENVIRON), _start_response)
+    chunks = iter(body)
     assert [] == pipeline.fields()
-    assert [b"a", b"b"] == [next(body), next(body)]
+    assert [b"a", b"b"] == [next(chunks), next(chunks)]
     assert [] == pipeline.fields()
     with pytest.raises(StopIteration):
-        next(body)
+        next(chunks)
     [line] = pipeline.fields()
     assert 200 == line["resp_status"] and "resp_aborted" not in line
     body.close()  # type: ignore[attr-defined]
@@ -65,8 +66,8 @@ def test_line_is_written_when_the_body_is_sent_not_when_the_app_returns(pipeline
 def test_body_left_before_its_end_is_aborted(pipeline: Pipeline) -> None:
     """The server stopped iterating (the client went away): resp_aborted on the one line."""
     layer = CanonicalWSGI(_traced_app(pipeline, [b"a", b"b", b"c"]))
-    body = iter(layer(dict(ENVIRON), _start_response))
-    next(body)
+    body = layer(dict(ENVIRON), _start_response)
+    next(iter(body))
     body.close()  # type: ignore[attr-defined]
     [line] = pipeline.fields()
     assert True is line["resp_aborted"]

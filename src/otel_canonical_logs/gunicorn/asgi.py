@@ -10,12 +10,11 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .. import _guard, _runtime, _scope
+from .. import _guard, _scope
 from .._request import fields_from_asgi
-from ..event import Event, order
 from . import saturation
 from .workers import UVICORN, WorkerKind
-from .wsgi import end_request, watchdog_for
+from .wsgi import emit_unseen, end_request, watchdog_for
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -111,15 +110,6 @@ class CanonicalASGI:
             complete = exchange.complete and not exchange.disconnected
             end_request(request, complete, None)
             if not request.root_started and not request.fired:
-                fields = fields_from_asgi(request.environ)
-                if exchange.status:
-                    fields["resp_status"] = exchange.status
-                elif failed:
-                    fields["resp_status"] = 500  # the server answers an exception with a 500
-                fields["resp_time"] = round(elapsed_ns * 1e-9, 6)
-                if not complete and not failed:
-                    fields["resp_aborted"] = True
-                fields.update(saturation.fields())
-                _runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
+                emit_unseen(fields_from_asgi(request.environ), exchange.status, failed, elapsed_ns, complete)
         except Exception as exc:
             _guard.report("asgi.finish", exc)

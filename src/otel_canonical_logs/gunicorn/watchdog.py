@@ -40,9 +40,8 @@ def _originals() -> tuple[Callable[..., Any], Callable[[float], None], Callable[
     """(start a thread, sleep, thread ident) as the OS provides them, also under gevent's patches."""
     import _thread
 
-    try:
-        from gevent import monkey
-    except ImportError:
+    monkey = sys.modules.get("gevent.monkey")  # gevent patched nothing if nobody imported it
+    if monkey is None:
         return _thread.start_new_thread, time.sleep, _thread.get_ident
     return (
         monkey.get_original("_thread", "start_new_thread"),

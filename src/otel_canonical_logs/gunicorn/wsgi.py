@@ -134,18 +134,26 @@ class CanonicalWSGI:
         complete: bool = True,
     ) -> None:
         try:
-            fields = fields_from_environ(environ, path_info)
-            if status:
-                fields["resp_status"] = int(status[0].split(" ", 1)[0])
-            elif failed:
-                fields["resp_status"] = 500  # Gunicorn answers an exception with a 500
-            fields["resp_time"] = round(elapsed_ns * 1e-9, 6)
-            if not complete and not failed:
-                fields["resp_aborted"] = True
-            fields.update(saturation.fields())
-            _runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
+            code = int(status[0].split(" ", 1)[0]) if status else None
+            emit_unseen(fields_from_environ(environ, path_info), code, failed, elapsed_ns, complete)
         except Exception as exc:
             _guard.report("wsgi.fallback_event", exc)
+
+
+def emit_unseen(
+    fields: dict[str, Any], status: int | None, failed: bool, elapsed_ns: int, complete: bool
+) -> None:
+    """The line of a request no root span saw (a layer in front of Django answered it): the
+    ``req_*`` fields the server layer read, the status it sent (500 for an exception)."""
+    if status:
+        fields["resp_status"] = status
+    elif failed:
+        fields["resp_status"] = 500  # the server answers an exception with a 500
+    fields["resp_time"] = round(elapsed_ns * 1e-9, 6)
+    if not complete and not failed:
+        fields["resp_aborted"] = True
+    fields.update(saturation.fields())
+    _runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
 
 
 def end_request(
@@ -182,17 +190,19 @@ def _hook_close(body: Any, finish: Callable[[], None]) -> None:
 
 
 class _Body:
-    """The response body as the server iterates it; ``close()`` ends the request.
+    """The response body as the server iterates it; the request ends when its last chunk is out
+    (or at ``close()``, which every WSGI server calls).
 
     A body the server stopped iterating before its end (the client hung up) is ``aborted``; an
-    exception raised while producing it is the request's error.
+    exception raised while producing it is the request's error. Iterating is a generator, so a
+    chunk costs one generator resume and the end of the body raises no exception.
     """
 
     __slots__ = (
+        "_complete",
         "_environ",
         "_error",
         "_inner",
-        "_it",
         "_layer",
         "_path_info",
         "_scope",
@@ -212,7 +222,6 @@ class _Body:
         start: int,
     ) -> None:
         self._inner = inner
-        self._it: Iterator[bytes] | None = None
         self._layer = layer
         self._scope = scope
         self._environ = environ
@@ -221,34 +230,24 @@ class _Body:
         self._start = start
         self._error: BaseException | None = None
         self._sent = False  # a chunk went to the server: its headers are out
+        self._complete = False
 
-    def __iter__(self) -> _Body:
+    def __iter__(self) -> Iterator[bytes]:
         try:
-            self._it = iter(self._inner)
+            for chunk in self._inner:
+                self._sent = True
+                yield chunk
+        except GeneratorExit:
+            raise  # the server stopped early (client gone): close() ends the request
         except BaseException as exc:
             self._error = exc
             raise
-        return self
-
-    def __next__(self) -> bytes:
-        it = self._it
-        if it is None:
-            self.__iter__()
-            it = self._it
-        try:
-            chunk = next(it)  # type: ignore[arg-type]
-        except StopIteration:
-            self._it = _DONE
-            # The server asks for more only once the last chunk is written: the body is sent.
-            # The line goes out now, before the server's close() bookkeeping, so that a worker
-            # killed right after a complete response has still written its line.
-            self._end()
-            raise
-        except BaseException as exc:
-            self._error = exc
-            raise
-        self._sent = True
-        return chunk
+        self._complete = True
+        # The server asks for more only once the last chunk is written: the body is sent. The
+        # line goes out now, before the server's close() bookkeeping (Django's request_finished,
+        # closing the DB connection), so a worker killed right after a complete response has
+        # still written its line.
+        self._end()
 
     def close(self) -> None:
         try:
@@ -271,10 +270,7 @@ class _Body:
                 status,
                 self._start,
                 failed=error is not None,
-                complete=self._it is _DONE,
+                complete=self._complete,
                 error=error,
                 status_override=error is not None and not self._sent,
             )
-
-
-_DONE: Iterator[bytes] = iter(())

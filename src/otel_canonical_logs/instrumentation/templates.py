@@ -97,6 +97,24 @@ def _counted_render(
             state.tmpl_time_ns += elapsed
 
 
+def _render(tracer: trace.Tracer, original: Any, template: Any, context: Any, name: str) -> Any:
+    """One render (a template's, or an ``{% extends %}`` parent's): counted on the fast path, else
+    a span; inside another render it is nested (its time is already in the outer one's)."""
+    depth = _depth.get()
+    token = _depth.set(depth + 1)
+    try:
+        state = _runtime.counting_state(otel_context.get_current())
+        if state is not None:
+            return _counted_render(state, original, template, context, name, depth)
+        attributes: dict[str, Any] = {TEMPLATE_ATTRIBUTE: name}
+        if depth:
+            attributes[TEMPLATE_NESTED_ATTRIBUTE] = True
+        with tracer.start_as_current_span(f"render {name}", kind=_INTERNAL, attributes=attributes):
+            return _render_annotated(original, template, context)
+    finally:
+        _depth.reset(token)
+
+
 def _patch(tracer: trace.Tracer) -> None:
     from django.template.base import Template
 
@@ -105,20 +123,7 @@ def _patch(tracer: trace.Tracer) -> None:
         return
 
     def render(self: Any, context: Any) -> Any:
-        name = _template_name(self)
-        depth = _depth.get()
-        token = _depth.set(depth + 1)
-        try:
-            state = _runtime.counting_state(otel_context.get_current())
-            if state is not None:
-                return _counted_render(state, original, self, context, name, depth)
-            attributes: dict[str, Any] = {TEMPLATE_ATTRIBUTE: name}
-            if depth:
-                attributes[TEMPLATE_NESTED_ATTRIBUTE] = True
-            with tracer.start_as_current_span(f"render {name}", kind=_INTERNAL, attributes=attributes):
-                return _render_annotated(original, self, context)
-        finally:
-            _depth.reset(token)
+        return _render(tracer, original, self, context, _template_name(self))
 
     render._otel_canonical_logs = True  # type: ignore[attr-defined]
     render.__wrapped__ = original  # type: ignore[attr-defined]
@@ -139,17 +144,7 @@ def _patch_extends(tracer: trace.Tracer) -> None:
     def render(self: Any, context: Any) -> Any:
         parent = getattr(getattr(self, "parent_name", None), "var", None)
         name = parent if isinstance(parent, str) and parent else "<extends>"
-        depth = _depth.get()
-        token = _depth.set(depth + 1)
-        try:
-            state = _runtime.counting_state(otel_context.get_current())
-            if state is not None:
-                return _counted_render(state, original, self, context, name, depth)
-            attributes: dict[str, Any] = {TEMPLATE_ATTRIBUTE: name, TEMPLATE_NESTED_ATTRIBUTE: True}
-            with tracer.start_as_current_span(f"render {name}", kind=_INTERNAL, attributes=attributes):
-                return original(self, context)
-        finally:
-            _depth.reset(token)
+        return _render(tracer, original, self, context, name)
 
     render._otel_canonical_logs = True  # type: ignore[attr-defined]
     render.__wrapped__ = original  # type: ignore[attr-defined]
