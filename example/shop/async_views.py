@@ -66,14 +66,19 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
 
 
 async def stream_async(request: HttpRequest) -> StreamingHttpResponse:
-    """?chunks= chunks ?s= seconds apart, one async-ORM query per chunk, from an async generator."""
+    """?chunks= chunks ?s= seconds apart, one async-ORM query per chunk, from an async generator;
+    with ?block=1 the pause blocks the event loop (time.sleep), as a careless generator would."""
     chunks = min(int(request.GET.get("chunks", "3")), 1000)
     pause = min(float(request.GET.get("s", "0")), 60.0)
+    block = request.GET.get("block") == "1"
 
     async def body():
         for i in range(chunks):
-            await asyncio.sleep(pause)
             yield f"chunk {i} books={await Book.objects.acount()}\n".encode()
+            if block:
+                time.sleep(pause)
+            else:
+                await asyncio.sleep(pause)
 
     return StreamingHttpResponse(body(), content_type="text/plain")
 

@@ -64,20 +64,20 @@ def patch() -> None:
 
         return load_wsgi
 
-    def make_manage_workers(original: Any) -> Any:
-        def manage_workers(self: Any) -> Any:
-            result = original(self)
-            # Right after (re)spawning: the first request a new worker serves already finds a
-            # sample, instead of waiting up to a second for the sampler thread.
-            with _guard.guard("gunicorn.manage_workers"):
+    def make_spawn_worker(original: Any) -> Any:
+        def spawn_worker(self: Any) -> Any:
+            result = original(self)  # returns in the arbiter only: the worker never comes back
+            # Right after the fork, long before the new worker has booted: its first request
+            # already finds a sample, instead of waiting up to a second for the sampler thread.
+            with _guard.guard("gunicorn.spawn_worker"):
                 if saturation.sampling():
                     saturation.sample(self)
             return result
 
-        return manage_workers
+        return spawn_worker
 
     _patched(Arbiter, "start", make_start)
-    _patched(Arbiter, "manage_workers", make_manage_workers)
+    _patched(Arbiter, "spawn_worker", make_spawn_worker)
     _patched(Worker, "__init__", make_init)
     _patched(Worker, "load_wsgi", make_load_wsgi)
     global _make_load_wsgi
