@@ -323,15 +323,13 @@ def _end_root(state: Any, elapsed: float, timeout: float) -> None:
     root_span.end()
     # The worker is about to die with the request's frames still holding Django's span
     # activation; when the interpreter finalizes it, it ends the span a second time and the SDK
-    # says so. That second end is ours to expect, not the user's to read.
-    _SDK_TRACE_LOGGER.addFilter(_quiet_second_end)
+    # warns. That second end is ours to expect, not the user's to read. A level, not a filter:
+    # under gevent even building the log record fails while greenlets are finalized.
+    if _SDK_TRACE_LOGGER.getEffectiveLevel() < logging.ERROR:
+        _SDK_TRACE_LOGGER.setLevel(logging.ERROR)
 
 
 _SDK_TRACE_LOGGER = logging.getLogger("opentelemetry.sdk.trace")
-
-
-def _quiet_second_end(record: logging.LogRecord) -> bool:
-    return record.msg != "Calling end() on an ended span."
 
 
 def flush(budget_ms: int) -> None:
