@@ -190,8 +190,8 @@ def _hook_close(body: Any, finish: Callable[[], None]) -> None:
 
 
 class _Body:
-    """The response body as the server iterates it; the request ends when its last chunk is out
-    (or at ``close()``, which every WSGI server calls).
+    """The response body as the server iterates it; the request ends when a streamed body's last
+    chunk is out, when a plain body is handed over, or at ``close()`` (every WSGI server calls it).
 
     A body the server stopped iterating before its end (the client hung up) is ``aborted``; an
     exception raised while producing it is the request's error. Iterating is a generator, so a
@@ -233,8 +233,22 @@ class _Body:
         self._complete = False
 
     def __iter__(self) -> Iterator[bytes]:
+        inner = self._inner
+        if type(inner) in (list, tuple) or getattr(inner, "streaming", None) is False:
+            # A plain response (Django's HttpResponse, a list): its bytes are already in memory.
+            # The line goes out before the server writes them: a worker killed between the last
+            # byte and the line would otherwise lose the line of a request its client received.
+            try:
+                chunks = list(inner)
+            except BaseException as exc:
+                self._error = exc
+                raise
+            self._complete = True
+            self._end()
+            yield from chunks
+            return
         try:
-            for chunk in self._inner:
+            for chunk in inner:
                 self._sent = True
                 yield chunk
         except GeneratorExit:
@@ -243,10 +257,9 @@ class _Body:
             self._error = exc
             raise
         self._complete = True
-        # The server asks for more only once the last chunk is written: the body is sent. The
-        # line goes out now, before the server's close() bookkeeping (Django's request_finished,
-        # closing the DB connection), so a worker killed right after a complete response has
-        # still written its line.
+        # The server asks for more only once the last chunk is written: the streamed body is
+        # sent. The line goes out now, before the server's close() bookkeeping (Django's
+        # request_finished, closing the DB connection).
         self._end()
 
     def close(self) -> None:
