@@ -12,33 +12,30 @@ from types import FrameType, TracebackType
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def _library_roots() -> tuple[str, ...]:
-    roots: set[str] = {_PACKAGE_DIR}
-    # "scripts": console-script launchers (the venv's bin/gunicorn) are not application code.
-    for key in ("stdlib", "platstdlib", "purelib", "platlib", "scripts"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            roots.add(path)
-    try:
-        roots.update(site.getsitepackages())
-        roots.add(site.getusersitepackages())
-    except Exception:
-        pass
-    return tuple(os.path.realpath(r) + os.sep for r in roots if r)
-
-
-_LIBRARY_ROOTS = _library_roots()
-
-
 def _roots(*keys: str) -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     return tuple({os.path.realpath(paths[k]) + os.sep for k in keys if paths.get(k)})
 
 
+def _library_roots() -> tuple[str, ...]:
+    # "scripts": console-script launchers (the venv's bin/gunicorn) are not application code.
+    roots: set[str] = {os.path.realpath(_PACKAGE_DIR) + os.sep}
+    roots.update(_roots("stdlib", "platstdlib", "purelib", "platlib", "scripts"))
+    try:
+        extra = [*site.getsitepackages(), site.getusersitepackages()]
+    except Exception:
+        extra = []
+    roots.update(os.path.realpath(r) + os.sep for r in extra if r)
+    return tuple(roots)
+
+
+_LIBRARY_ROOTS = _library_roots()
+
+
 # The standard library (a venv's platstdlib is the parent of its site-packages: installed
 # distributions under it are libraries, not the standard library) and the console scripts.
 _STDLIB_ROOTS = _roots("stdlib", "platstdlib")
-_NOT_WHERE = (_PACKAGE_DIR + os.sep, *_roots("scripts"))
+_NOT_WHERE = (os.path.realpath(_PACKAGE_DIR) + os.sep, *_roots("scripts"))
 _LIBRARY_MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 
 

@@ -18,7 +18,6 @@ class RequestScope:
     """
 
     __slots__ = (
-        "aborted",
         "cpu",
         "environ",
         "fired",
@@ -29,6 +28,7 @@ class RequestScope:
         "start",
         "state",
         "thread_id",
+        "timed_out",
     )
 
     def __init__(self, environ: Any = None, cpu: bool = True, greenlet: Any = None) -> None:
@@ -47,7 +47,7 @@ class RequestScope:
         self.state: Any = None
         self.fired = False  # the watchdog reported it (timeout or stuck)
         self.open = True  # the server layer has not finished sending the response yet
-        self.aborted = False  # the body was not sent in full (the client went away)
+        self.timed_out = False  # its timeout event went out (the worker is about to be killed)
 
 
 current: ContextVar[RequestScope | None] = ContextVar("otel_canonical_logs_scope", default=None)

@@ -290,3 +290,25 @@ def test_the_worker_option_is_found_among_any_other_options(
     """Whatever other options surround it, ``-k WORKER`` is what is read."""
     argv = [GUNICORN, *before, "-k", worker, *after]
     assert worker == _gevent.requested_worker_class(argv, {}, Path("/nonexistent"))
+
+
+def test_a_blocked_loop_gives_one_timeout_event_even_before_django(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cooperative worker, heartbeat stale, the request still in a layer before Django: one
+    timeout event however often the watchdog looks while the loop stays blocked."""
+    import time
+
+    from otel_canonical_logs import _scope
+    from otel_canonical_logs.gunicorn.watchdog import Watchdog
+
+    # The checks below are the watchdog thread's; its own loop would race them.
+    monkeypatch.setattr(Watchdog, "_run", lambda self: None)
+    watchdog = Watchdog(100.0, "cooperative", heartbeat=lambda: time.monotonic() - 200)
+    scope = _scope.RequestScope(dict(ENVIRON), cpu=False)
+    watchdog.arm(scope, scope.start)
+    for _ in range(3):
+        watchdog._check(time.monotonic())
+    [event] = pipeline.fields("timeout")
+    assert "r-1" == event["req_id"]
+    watchdog.disarm(scope)

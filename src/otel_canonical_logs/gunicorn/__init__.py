@@ -56,14 +56,6 @@ def patch() -> None:
 
         return __init__
 
-    def make_load_wsgi(original: Any) -> Any:
-        def load_wsgi(self: Any) -> None:
-            original(self)
-            with _guard.guard("gunicorn.load_wsgi"):
-                wrap_application(self)
-
-        return load_wsgi
-
     def make_spawn_worker(original: Any) -> Any:
         def spawn_worker(self: Any) -> Any:
             result = original(self)  # returns in the arbiter only: the worker never comes back
@@ -80,14 +72,23 @@ def patch() -> None:
     _patched(Arbiter, "spawn_worker", make_spawn_worker)
     _patched(Worker, "__init__", make_init)
     _patched(Worker, "load_wsgi", make_load_wsgi)
-    global _make_load_wsgi
-    _make_load_wsgi = make_load_wsgi
     # Requests Gunicorn rejects before the application sees them (400, 414, 431...) get a line too.
     from gunicorn import util
 
     _patched(Worker, "handle_error", rejected.make_handle_error)
     _patched(util, "write_error", rejected.make_write_error)
     event.server_fields = saturation.fields
+
+
+def make_load_wsgi(original: Any) -> Any:
+    """A worker's ``load_wsgi``, then the server layer around what it loaded."""
+
+    def load_wsgi(self: Any) -> None:
+        original(self)
+        with _guard.guard("gunicorn.load_wsgi"):
+            wrap_application(self)
+
+    return load_wsgi
 
 
 def wrap_application(worker: Any) -> None:
@@ -103,7 +104,6 @@ def wrap_application(worker: Any) -> None:
 
 
 _warned: set[str] = set()
-_make_load_wsgi: Any = None
 
 
 def _check_worker_class(arbiter: Any) -> bool:
@@ -127,7 +127,7 @@ def _check_worker_class(arbiter: Any) -> bool:
     # ``self.asgi``) overrides load_wsgi: the server layer goes in after that one too.
     for klass in cls.__mro__:
         if "load_wsgi" in vars(klass) and klass.__module__ != "gunicorn.workers.base":
-            _patched(klass, "load_wsgi", _make_load_wsgi)
+            _patched(klass, "load_wsgi", make_load_wsgi)
     if kind is workers.GEVENT:
         from .. import _gevent
 

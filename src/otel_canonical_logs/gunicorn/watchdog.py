@@ -61,11 +61,8 @@ class Watchdog:
     a stale one means the event loop is blocked).
     """
 
-    def __init__(
-        self, timeout: float, mode: str, heartbeat: Callable[[], float] | None = None, loop_thread: int = 0
-    ) -> None:
+    def __init__(self, timeout: float, mode: str, heartbeat: Callable[[], float] | None = None) -> None:
         self.timeout = timeout
-        self.mode = mode
         self.kill_on_timeout = mode == "kill"
         self.tick = min(1.0, max(timeout / 4, 0.05))
         self._heartbeat = heartbeat if mode == "cooperative" else None
@@ -75,7 +72,7 @@ class Watchdog:
         # id(scope) -> (scope, deadline on the monotonic clock)
         self._inflight: dict[int, tuple[_scope.RequestScope, float]] = {}
         start_thread, self._sleep, get_ident = _originals()
-        self.loop_thread = loop_thread or get_ident()  # the thread running the event loop / hub
+        self.loop_thread = get_ident()  # made in the worker's main thread: the event loop's / hub's
         start_thread(self._run, ())
 
     def arm(self, scope: _scope.RequestScope, since: float) -> None:
@@ -123,7 +120,9 @@ class Watchdog:
     def _loop_blocked(self, now: float) -> None:
         """The heartbeat is about to be stale enough for the arbiter to kill the worker."""
         frame = sys._current_frames().get(self.loop_thread)
-        scopes = [s for s, _ in list(self._inflight.values()) if s.state is None or not s.state.done]
+        # Not one whose timeout event already went out (a request that never reached Django has
+        # no aggregate to mark done): the loop stays blocked until the kill, one event is enough.
+        scopes = [s for s, _ in list(self._inflight.values()) if not s.timed_out]
         scope = _blocking_scope(scopes, frame)
         if scope is None:
             return
@@ -138,6 +137,8 @@ class Watchdog:
     ) -> None:
         event = snapshot_event(event_type, scope, now, self.loop_thread, frame)
         state = scope.state
+        if event_type == "timeout":
+            scope.timed_out = True
         if state is not None:
             if event_type == "timeout":
                 state.done = True  # exactly one event for this request: no request line after it
