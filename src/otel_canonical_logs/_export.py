@@ -21,7 +21,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Status
 
-from . import _guard
+from . import _guard, _otel
+from ._patching import Patches
 from ._values import SURROGATES
 
 COMPLAINT_INTERVAL = 60.0
@@ -120,6 +121,7 @@ class PerProcessLogRecordExporter(_PerProcess, LogRecordExporter):
 # -- the resource's hash, once ---------------------------------------------------------------------
 
 _RESOURCE_HASH = "_otel_canonical_logs_hash"
+_patches = Patches()
 
 
 def cache_resource_hash() -> None:
@@ -133,18 +135,19 @@ def cache_resource_hash() -> None:
     """
     from opentelemetry.sdk.resources import Resource
 
-    original = Resource.__hash__
-    if getattr(original, "_otel_canonical_logs", False):
-        return
+    if not _otel.resource_hash_cacheable():
+        return  # the SDK's own hash, per item
 
-    def __hash__(self: Resource) -> int:
-        cached = self.__dict__.get(_RESOURCE_HASH)
-        if cached is None:
-            cached = self.__dict__[_RESOURCE_HASH] = original(self)
-        return cached
+    def make(original: Any) -> Any:
+        def __hash__(self: Resource) -> int:
+            cached = self.__dict__.get(_RESOURCE_HASH)
+            if cached is None:
+                cached = self.__dict__[_RESOURCE_HASH] = original(self)
+            return cached  # type: ignore[no-any-return]
 
-    __hash__._otel_canonical_logs = True  # type: ignore[attr-defined]
-    Resource.__hash__ = __hash__  # type: ignore[method-assign]
+        return __hash__
+
+    _patches.patch(Resource, "__hash__", make)
 
 
 # -- capped queues, counted drops -----------------------------------------------------------------

@@ -11,11 +11,11 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from . import _guard, _runtime
-from ._values import safe_value
+from . import _guard
+from ._runtime import runtime
+from ._values import safe_value, sanitize_key
 from .fields import BY_KEY
 from .instrumenters import current_fields
-from .sinks.logfmt import sanitize_key
 
 __all__ = ["SPAN_ATTRIBUTE_PREFIX", "Context"]
 
@@ -40,10 +40,7 @@ def _target() -> tuple[dict[str, Any], Any] | None:
     fields = current_fields.get()
     if fields is not None:
         return fields, None
-    processor = _runtime.processor
-    if processor is None:
-        return None
-    state = _runtime.request_state(otel_context.get_current())
+    state = runtime.request_state(otel_context.get_current())
     if state is None:
         return None
     return state.fields, state.root_span

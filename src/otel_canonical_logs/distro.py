@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 from opentelemetry.trace import get_tracer_provider
 from opentelemetry.util._importlib_metadata import EntryPoint
 
-from . import _export, _gevent, _guard, _runtime
+from . import _export, _gevent, _guard, _otel
+from ._runtime import runtime
 from .sampling import RecordEverythingSampler
 
 _logger = logging.getLogger("otel_canonical_logs")
@@ -86,9 +87,7 @@ def _warn_grpc_fork_support_off(env: Mapping[str, str]) -> None:
 
 def _configured_sampler() -> Sampler:
     # The SDK's own resolution of OTEL_TRACES_SAMPLER / _ARG, so every name it knows works here.
-    from opentelemetry.sdk._configuration import _get_sampler, _import_sampler
-
-    return _import_sampler(_get_sampler()) or DEFAULT_ON
+    return _otel.configured_sampler() or DEFAULT_ON
 
 
 def _metrics_go_nowhere() -> bool:
@@ -116,9 +115,9 @@ class CanonicalLogsConfigurator(_OTelSDKConfigurator):
         if "meter_configurator" not in kwargs and _metrics_go_nowhere():
             # Django's instrumentor records two metrics per request; with no metric exporter the
             # SDK would still build a measurement for each. Disabled meters make them no-ops.
-            from opentelemetry.sdk.metrics._internal import _disable_meter_configurator
-
-            kwargs["meter_configurator"] = _disable_meter_configurator
+            disabled = _otel.disabled_meter_configurator()
+            if disabled is not None:
+                kwargs["meter_configurator"] = disabled
         super()._configure(**kwargs)  # type: ignore[no-untyped-call]
         with _guard.guard("configure.export_logging"):
             _export.limit_export_logging()
@@ -137,11 +136,11 @@ def install() -> None:
             type(provider).__name__,
         )
         return
-    if _runtime.processor is not None:
+    if runtime.processor is not None:
         return
     logs = os.environ.get("OTEL_LOGS_EXPORTER", "none").strip().lower() not in ("", "none")
     logger_provider = get_logger_provider() if logs else None
-    processor = _runtime.build(logger_provider)
+    processor = runtime.build(logger_provider)
     provider.add_span_processor(processor)
     processor.watch(provider)
     from .gunicorn import patch as patch_gunicorn

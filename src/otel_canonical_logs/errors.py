@@ -12,7 +12,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from opentelemetry import trace
 
-from . import _guard, _runtime
+from . import _guard
+from ._runtime import runtime
 from .event import Event, exception_fields, order
 
 __all__ = ["on_error"]
@@ -91,8 +92,7 @@ def partial_failure(exc: BaseException) -> None:
         span = trace.get_current_span()
         if span.is_recording():
             span.record_exception(exc)
-        processor = _runtime.processor
-        state = processor.state_for(span) if processor is not None else None
+        state = runtime.request_state()
         values: dict[str, Any] = {}
         if state is not None:
             for key in _FROM_REQUEST:
@@ -108,6 +108,6 @@ def partial_failure(exc: BaseException) -> None:
         values.update(exception_fields(exc))
         event_context = context if context.is_valid else None
         event = Event("partial_failure", order("partial_failure", values), event_context, time.time_ns())
-        _runtime.dispatcher(event)
+        runtime.dispatcher(event)
     except Exception as err:
         _guard.report("on_error", err)

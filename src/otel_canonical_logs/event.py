@@ -1,28 +1,27 @@
-"""Builds the ordered canonical event from a root span, its aggregate and the request's fields."""
+"""Builds the ordered canonical event from a root span, its aggregate and the request's fields:
+which value comes from where is the field registry's (``fields.FIELDS``) to say."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
-from . import _frames
-from ._state import RequestState
+from . import _frames, _otel
+from ._aggregate import RequestAggregate
 from .fields import FIELDS
 
 _NS = 1e-9
 _DUP_SQL_MAX = 200
 
-# Set by a server integration (Gunicorn's saturation sample) to add fields to every event.
-server_fields: Callable[[], dict[str, Any]] | None = None
-
 # Fields resolved from root-span attributes when the request path did not set them.
 _ATTR_FIELDS = tuple((f.key, f.attrs, f.type) for f in FIELDS if f.attrs)
+# Roll-ups of the aggregate: (key, category, whether it is the count rather than the time).
+_ROLLUPS = tuple((f.key, f.rollup, f.type is int) for f in FIELDS if f.rollup)
 _ORDER = tuple(f.key for f in FIELDS)
 _REGISTERED = frozenset(_ORDER)
 
@@ -44,31 +43,17 @@ class Event:
         return value if isinstance(value, int) else None
 
 
-def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    """A finished span's attributes for reading, as the plain dict the SDK keeps them in.
-
-    ``ReadableSpan.attributes`` is a read-only view over ``BoundedAttributes``, whose ``get``
-    runs in Python and raises and catches ``KeyError`` for each missing key; the processor reads
-    a handful of keys per span, most of them absent. Falls back to the public view if the SDK's
-    layout is not the one expected.
-    """
-    plain = getattr(getattr(span, "_attributes", None), "_dict", None)
-    if type(plain) is dict:
-        return plain
-    return span.attributes or {}
-
-
 def _seconds(ns: int) -> float:
     return round(ns * _NS, 6)
 
 
 def _collect(
-    span: ReadableSpan | None, state: RequestState | None, end_ns: int | None = None
+    span: ReadableSpan | None, state: RequestAggregate | None, end_ns: int | None = None
 ) -> dict[str, Any]:
     """Every known value by key, in no particular order."""
     values: dict[str, Any] = {}
     if span is not None:
-        attrs = span_attributes(span)
+        attrs = _otel.span_attributes(span)
         for key, names, kind in _ATTR_FIELDS:
             for name in names:
                 value = attrs.get(name)
@@ -91,31 +76,18 @@ def _collect(
     ctx = state.root_context
     values["trace_id"] = format(ctx.trace_id, "032x")
     values["span_id"] = format(ctx.span_id, "016x")
-    if state.db_queries:
-        values["db_queries"] = state.db_queries
-        values["db_time"] = _seconds(state.db_time_ns)
-        dup_count = dup_ns = 0
-        top_sql, top_count, top_loc = "", 1, None
-        for sql, stat in state.sql.items():
-            if stat.count > 1:
-                dup_count += stat.count
-                dup_ns += stat.time_ns
-                if stat.count > top_count:
-                    top_sql, top_count, top_loc = sql, stat.count, stat.loc
+    counts, times = state.counts, state.times
+    for key, category, is_count in _ROLLUPS:
+        n = counts[category]
+        if n:
+            values[key] = n if is_count else _seconds(times[category])
+    if counts["db"]:
+        dup_count, dup_ns, top_sql, top_loc = state.top_repeat()
         if dup_count:
             values["db_dup_queries"] = dup_count
             values["db_dup_time"] = _seconds(dup_ns)
             values["db_dup_sql"] = top_sql[:_DUP_SQL_MAX]
             values["db_dup_loc"] = top_loc
-    if state.tmpl_renders:
-        values["tmpl_renders"] = state.tmpl_renders
-        values["tmpl_time"] = _seconds(state.tmpl_time_ns)
-    if state.http_out_calls:
-        values["http_out_calls"] = state.http_out_calls
-        values["http_out_time"] = _seconds(state.http_out_time_ns)
-    if state.cache_calls:
-        values["cache_calls"] = state.cache_calls
-        values["cache_time"] = _seconds(state.cache_time_ns)
     if state.exc is not None:
         values.update(exception_fields(state.exc))
     values.update(state.fields)
@@ -167,14 +139,16 @@ def order(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
 def build_event(
     event_type: str,
     span: ReadableSpan | None,
-    state: RequestState | None,
+    state: RequestAggregate | None,
     end_ns: int | None = None,
+    server: dict[str, Any] | None = None,
 ) -> Event:
     """The canonical event for a finished (or, for timeouts, still running) request; ``end_ns``:
-    when the request was over, if later than its root span's end (the body's last byte)."""
+    when the request was over, if later than its root span's end (the body's last byte);
+    ``server``: what the server integration adds (saturation)."""
     values = _collect(span, state, end_ns)
-    if server_fields is not None:
-        values.update(server_fields())
+    if server:
+        values.update(server)
     if (
         state is not None
         and state.cpu_start is not None

@@ -21,6 +21,10 @@ class Field:
     # first; used when the request path did not set the field directly.
     attrs: tuple[str, ...] = ()
     unit: str = ""
+    # The request aggregate's roll-up category this field reports (``RequestAggregate.add``): an
+    # int field is the number of operations, a float field their total time in seconds. Both
+    # are on the line once the category has one operation.
+    rollup: str = ""
 
 
 FIELDS: tuple[Field, ...] = (
@@ -49,18 +53,18 @@ FIELDS: tuple[Field, ...] = (
         unit="s",
     ),
     Field("resp_aborted", bool, "the body was not sent in full: the client went away first"),
-    Field("db_queries", int, "database queries"),
-    Field("db_time", float, "total time of the database queries", unit="s"),
+    Field("db_queries", int, "database queries", rollup="db"),
+    Field("db_time", float, "total time of the database queries", unit="s", rollup="db"),
     Field("db_dup_queries", int, "queries whose SQL text (placeholders, not params) ran more than once"),
     Field("db_dup_time", float, "total time of those duplicated queries", unit="s"),
     Field("db_dup_sql", str, "the most repeated SQL text (truncated)"),
     Field("db_dup_loc", str, "application frame that issued the most repeated SQL"),
-    Field("tmpl_renders", int, "template renders"),
-    Field("tmpl_time", float, "total time of the template renders", unit="s"),
-    Field("http_out_calls", int, "outgoing HTTP calls"),
-    Field("http_out_time", float, "total time of the outgoing HTTP calls", unit="s"),
-    Field("cache_calls", int, "cache client calls"),
-    Field("cache_time", float, "total time of the cache client calls", unit="s"),
+    Field("tmpl_renders", int, "template renders", rollup="tmpl"),
+    Field("tmpl_time", float, "total time of the template renders", unit="s", rollup="tmpl"),
+    Field("http_out_calls", int, "outgoing HTTP calls", rollup="http_out"),
+    Field("http_out_time", float, "total time of the outgoing HTTP calls", unit="s", rollup="http_out"),
+    Field("cache_calls", int, "cache client calls", rollup="cache"),
+    Field("cache_time", float, "total time of the cache client calls", unit="s", rollup="cache"),
     Field("partial_failures", int, "`partial_failure` events emitted during the request"),
     Field("exc_type", str, "class name of the uncaught exception"),
     Field("exc_msg", str, "message of the uncaught exception"),
@@ -77,6 +81,8 @@ FIELDS: tuple[Field, ...] = (
 )
 
 KEYS: tuple[str, ...] = tuple(f.key for f in FIELDS)
+# The aggregate's roll-up categories, in registry order.
+CATEGORIES: tuple[str, ...] = tuple(dict.fromkeys(f.rollup for f in FIELDS if f.rollup))
 BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
 APP_PREFIX = "app_"
 

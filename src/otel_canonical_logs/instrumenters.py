@@ -20,7 +20,6 @@ from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar, overload
 
 from . import _guard
-from ._values import safe_value
 from .event import Event
 
 __all__ = ["Enricher", "Instrumenter", "register_instrumenter", "unregister_instrumenter"]
@@ -44,7 +43,6 @@ current_fields: ContextVar[dict[str, Any] | None] = ContextVar("otel_canonical_l
 
 # The original called instrumenters for request and timeout events only.
 _INSTRUMENTER_EVENTS = frozenset({"request", "timeout", "stuck"})
-_INT64_MIN, _INT64_END = -(2**63), 2**63
 
 _T = TypeVar("_T")
 
@@ -208,34 +206,19 @@ def enrich(event: Event) -> None:
                     _guard.report(entry.kind, exc)
         finally:
             current_fields.reset(token)
-        _tidy(event)
+        _event_type_first(event)
     except Exception as exc:
         _guard.report("enrich", exc)
 
 
-def _tidy(event: Event) -> None:
-    """Restore what no enricher may change: event_type first, and values every sink can carry."""
+def _event_type_first(event: Event) -> None:
+    """Restore what no enricher may change: event_type first, with the event's type."""
     fields = event.fields
     if next(iter(fields), None) != "event_type" or fields["event_type"] != event.type:
         rest = {k: v for k, v in fields.items() if k != "event_type"}
         fields.clear()
         fields["event_type"] = event.type
         fields.update(rest)
-    for key, value in list(fields.items()):
-        kind = type(value)
-        if type(key) is str:
-            if kind is str or kind is float or kind is bool:
-                continue
-            if kind is int and _INT64_MIN <= value < _INT64_END:
-                continue
-            if value is None:
-                del fields[key]
-            else:
-                fields[key] = safe_value(value)  # in place: the key keeps its position
-        else:
-            del fields[key]
-            if value is not None:
-                fields[str(safe_value(key))] = safe_value(value)
 
 
 # -- what instrumenters written for gunicorn-django-canonical-logs are given --------------------

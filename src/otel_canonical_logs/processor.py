@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -12,9 +11,9 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Span as APISpan
 from opentelemetry.trace import SpanKind
 
-from . import _env, _frames, _guard, _scope
-from ._state import RequestState, SqlStat
-from .event import Event, build_event, span_attributes
+from . import _env, _guard, _otel, _scope
+from ._aggregate import RequestAggregate
+from .event import Event, build_event
 
 # Semantic-convention attribute names, new conventions first. Categories come from these
 # attributes, never from which instrumentor made the span.
@@ -27,8 +26,7 @@ TEMPLATE_ATTRIBUTE = "django.template.name"
 TEMPLATE_NESTED_ATTRIBUTE = "django.template.nested"
 
 EmitFn = Callable[[Event], None]
-# What Django sends (or logs) to manage transactions, on every backend it ships.
-_TRANSACTION_STATEMENTS = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+_span_attributes = _otel.span_attributes
 
 
 def _first(attrs: Any, names: tuple[str, ...]) -> Any:
@@ -40,7 +38,9 @@ def _first(attrs: Any, names: tuple[str, ...]) -> Any:
 
 
 class CanonicalLogProcessor(SpanProcessor):
-    """Aggregates child spans per request and emits one canonical event when the root ends.
+    """Maps each span to its request's aggregate and emits one canonical event when the request
+    is over: a root SERVER span starts an aggregate, a descendant's end is folded into it (by
+    category, from its semantic-convention attributes).
 
     ``on_start``/``on_end`` run on the request thread: they never raise and do no I/O besides
     what the sinks do with the finished event.
@@ -51,21 +51,24 @@ class CanonicalLogProcessor(SpanProcessor):
         emit: EmitFn,
         max_open_requests: int | None = None,
         max_statements: int | None = None,
+        server_fields: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._emit = emit
+        self._server_fields = server_fields
         self._max_open = max_open_requests or _env.env_int(_env.CANONICAL_LOGS_MAX_OPEN_REQUESTS, 1000)
         self._max_statements = max_statements or _env.env_int(_env.CANONICAL_LOGS_DB_MAX_STATEMENTS, 500)
-        # span_id -> state of the request it belongs to (roots and open descendants).
-        self._owner: dict[int, RequestState] = {}
-        # root span_id -> state, in start order, to evict the oldest when roots never end.
-        self._roots: dict[int, RequestState] = {}
+        # span_id -> aggregate of the request it belongs to (roots and open descendants).
+        self._owner: dict[int, RequestAggregate] = {}
+        # root span_id -> aggregate, in start order, to evict the oldest when roots never end.
+        self._roots: dict[int, RequestAggregate] = {}
         self._lock = threading.Lock()
         self._max_owned = self._max_open * 64
-        self._multi: Any = None  # the tracer provider's multi span processor, once watched
+        # The span processors the tracer provider runs, once watched (None: unknown).
+        self._processors: Callable[[], tuple[Any, ...] | None] | None = None
 
     # -- lookups used by hooks on the request path -------------------------------------------
 
-    def state_for(self, span: APISpan) -> RequestState | None:
+    def state_for(self, span: APISpan) -> RequestAggregate | None:
         """The request aggregate a span (root or descendant) belongs to, if any."""
         ctx = span.get_span_context()
         return self._owner.get(ctx.span_id) if ctx.is_valid else None
@@ -73,6 +76,10 @@ class CanonicalLogProcessor(SpanProcessor):
     def open_requests(self) -> int:
         """Requests whose root span has started and not yet ended."""
         return len(self._roots)
+
+    def tracked_spans(self) -> int:
+        """Spans (roots and open descendants) mapped to a request now."""
+        return len(self._owner)
 
     # -- SpanProcessor ------------------------------------------------------------------------
 
@@ -94,7 +101,7 @@ class CanonicalLogProcessor(SpanProcessor):
                 state = self._owner.get(parent.span_id)
             if state is not None:
                 self._owner[span_id] = state
-                state.open_spans[span_id] = span
+                state.in_flight[span_id] = span
                 if len(self._owner) > self._max_owned:
                     self._evict_owned()
         except Exception as exc:
@@ -102,17 +109,17 @@ class CanonicalLogProcessor(SpanProcessor):
 
     def watch(self, provider: Any) -> None:
         """Follow which span processors the tracer provider runs besides this one."""
-        self._multi = getattr(provider, "_active_span_processor", None)
+        self._processors = _otel.span_processors(provider)
 
     def _spans_go_elsewhere(self) -> bool:
-        # The SDK's multi-processor keeps its processors in a tuple it replaces on each
-        # add_span_processor. Unknown layout: assume another processor wants the spans.
-        processors = getattr(self._multi, "_span_processors", None)
+        # The SDK replaces its tuple of processors on each add_span_processor. Unknown: assume
+        # another processor wants the spans.
+        processors = self._processors() if self._processors is not None else None
         return processors is None or processors != (self,)
 
     def _start_request(self, span: Span, span_id: int) -> None:
-        state = RequestState(span, span.context, span.start_time or 0)
-        if state.spans_wanted and self._multi is not None and not self._spans_go_elsewhere():
+        state = RequestAggregate(span, span.context, span.start_time or 0, self._max_statements)
+        if state.spans_wanted and self._processors is not None and not self._spans_go_elsewhere():
             # No exporter or other processor would ever see this request's query spans: count
             # its queries on the fast path, as for an unsampled request. Same fields.
             state.spans_wanted = False
@@ -134,7 +141,7 @@ class CanonicalLogProcessor(SpanProcessor):
                     # Keep roots; move them to the end so the scan makes progress.
                     self._owner[old_id] = self._owner.pop(old_id)
                     continue
-                self._owner.pop(old_id).open_spans.pop(old_id, None)
+                self._owner.pop(old_id).in_flight.pop(old_id, None)
                 _guard.count("dropped.open_span_evicted")
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -154,25 +161,28 @@ class CanonicalLogProcessor(SpanProcessor):
                     return
                 self._close(state, span_id)
                 if not state.done:
-                    self._emit(build_event("request", span, state))
+                    self._emit(build_event("request", span, state, server=self._server()))
             else:
-                state.open_spans.pop(span_id, None)
+                state.in_flight.pop(span_id, None)
                 self._fold(state, span)
         except Exception as exc:
             _guard.report("processor.on_end", exc)
 
-    def _close(self, state: RequestState, span_id: int) -> None:
+    def _server(self) -> dict[str, Any] | None:
+        return self._server_fields() if self._server_fields is not None else None
+
+    def _close(self, state: RequestAggregate, span_id: int) -> None:
         state.ended = True
         self._owner.pop(span_id, None)
         self._roots.pop(span_id, None)
-        if state.open_spans:
+        if state.in_flight:
             # Descendants still open were leaked (never ended): forget them with their
             # request, or each would keep the request's whole state alive.
-            for child_id in list(state.open_spans):
-                if child_id >= 0:
+            for child_id in list(state.in_flight):
+                if type(child_id) is int:
                     self._owner.pop(child_id, None)
 
-    def finish(self, state: RequestState, end_ns: int, fields: dict[str, Any] | None = None) -> None:
+    def finish(self, state: RequestAggregate, end_ns: int, fields: dict[str, Any] | None = None) -> None:
         """The server layer's end of a request whose root span ended before its body was sent:
         write its line now, with ``resp_time`` up to ``end_ns`` (the last byte sent)."""
         try:
@@ -182,59 +192,36 @@ class CanonicalLogProcessor(SpanProcessor):
             if fields:
                 state.fields.update(fields)
             if not state.done:
-                self._emit(build_event("request", state.root_span, state, end_ns=end_ns))
+                self._emit(
+                    build_event("request", state.root_span, state, end_ns=end_ns, server=self._server())
+                )
         except Exception as exc:
             _guard.report("processor.finish", exc)
 
-    def _fold(self, state: RequestState, span: ReadableSpan) -> None:
-        attrs = span_attributes(span)
+    def _fold(self, state: RequestAggregate, span: ReadableSpan) -> None:
+        """Add an ended child span to its request, by what its attributes say it was."""
+        attrs = _span_attributes(span)
         elapsed = (span.end_time or 0) - (span.start_time or 0)
-        kind = span.kind
-        if kind is SpanKind.CLIENT:
+        if span.kind is SpanKind.CLIENT:
             system = _first(attrs, _DB_SYSTEM)
             if system is not None:
                 if system in _CACHE_SYSTEMS:
-                    state.cache_calls += 1
-                    state.cache_time_ns += elapsed
-                    return
-                self.count_query(state, _first(attrs, _DB_STATEMENT), elapsed)
+                    state.add("cache", elapsed)
+                else:
+                    state.add_query(_first(attrs, _DB_STATEMENT), elapsed)
                 return
             if _first(attrs, _HTTP_METHOD) is not None:
-                state.http_out_calls += 1
-                state.http_out_time_ns += elapsed
+                state.add("http_out", elapsed)
                 return
         if TEMPLATE_ATTRIBUTE in attrs:
-            state.tmpl_renders += 1
-            if not attrs.get(TEMPLATE_NESTED_ATTRIBUTE):
-                state.tmpl_time_ns += elapsed
+            state.add("tmpl", elapsed, timed=not attrs.get(TEMPLATE_NESTED_ATTRIBUTE))
 
-    def disown(self, state: RequestState, span: Span) -> None:
-        """Take a child span out of its request before it ends: its maker counted what it did,
-        so ``on_end`` has nothing to fold (it returns at the first look-up)."""
+    def disown(self, state: RequestAggregate, span: Span) -> None:
+        """Take a child span out of its request before it ends: its maker reported what it
+        measured to the aggregate itself, so ``on_end`` has nothing to fold."""
         span_id = span.get_span_context().span_id
         if self._owner.pop(span_id, None) is not None:
-            state.open_spans.pop(span_id, None)
-
-    def count_query(self, state: RequestState, statement: object, elapsed: int) -> None:
-        """Add one query to the request: totals, and per SQL text for the N+1 smell.
-
-        Runs on the thread that ran the query, right after it (from a span's ``on_end`` or
-        from the unsampled fast path), so the caller's frames are still on the stack.
-        """
-        state.db_queries += 1
-        state.db_time_ns += elapsed
-        if not isinstance(statement, str) or statement.startswith(_TRANSACTION_STATEMENTS):
-            return  # a transaction statement is never the N+1 smell
-        stat = state.sql.get(statement)
-        if stat is None:
-            if len(state.sql) >= self._max_statements:
-                return
-            stat = state.sql[statement] = SqlStat()
-        stat.count += 1
-        stat.time_ns += elapsed
-        if stat.count == 2:
-            # Only a repeat pays for a stack walk.
-            stat.loc = _frames.caller_location(sys._getframe(1))
+            state.in_flight.pop(span_id, None)
 
     def shutdown(self) -> None:
         with self._lock:

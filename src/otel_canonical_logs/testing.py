@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import _runtime
+from ._runtime import internal_counts, runtime
 from .event import Event
+
+__all__ = ["CapturedEvents", "capture_events", "internal_counts"]
 
 
 class CapturedEvents(list[dict[str, Any]]):
@@ -36,8 +38,8 @@ class CapturedEvents(list[dict[str, Any]]):
 def capture_events() -> Iterator[CapturedEvents]:
     """Collect every canonical event emitted in this process while the block runs."""
     captured = CapturedEvents()
-    _runtime.dispatcher.sinks.append(captured)
+    runtime.dispatcher.sinks.append(captured)
     try:
         yield captured
     finally:
-        _runtime.dispatcher.sinks.remove(captured)
+        runtime.dispatcher.sinks.remove(captured)

@@ -53,14 +53,14 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
     from django.core.management import call_command
     from opentelemetry.instrumentation.django import DjangoInstrumentor
 
-    from otel_canonical_logs import _runtime
+    from otel_canonical_logs._runtime import runtime
     from otel_canonical_logs.instrumentation import django as django_integration
     from otel_canonical_logs.instrumentation.django_db import DjangoDatabaseInstrumentor
     from otel_canonical_logs.instrumentation.templates import DjangoTemplateInstrumentor
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=RecordEverythingSampler(DEFAULT_ON))
-    provider.add_span_processor(_runtime.build(None))
+    provider.add_span_processor(runtime.build(None))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     recorded = Recorded()
     provider.add_span_processor(recorded)
@@ -228,9 +228,9 @@ def test_no_query_spans_when_nothing_but_ours_receives_spans(
     has the same DB fields as with spans."""
     from opentelemetry.instrumentation.dbapi import CursorTracer
 
-    from otel_canonical_logs import _runtime
+    from otel_canonical_logs._runtime import runtime
 
-    processor = _runtime.processor
+    processor = runtime.processor
     assert processor is not None
     spans = _get("/n-plus-one/")
 
@@ -300,9 +300,9 @@ def test_renders_are_counted_without_spans_when_nothing_but_ours_receives_spans(
     """Exporters off: no render spans, the same tmpl_* fields, and a failing include still named."""
     from django.test import Client
 
-    from otel_canonical_logs import _runtime
+    from otel_canonical_logs._runtime import runtime
 
-    processor = _runtime.processor
+    processor = runtime.processor
     assert processor is not None
 
     class Alone:

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind
 
-from otel_canonical_logs import _runtime
+from otel_canonical_logs._runtime import runtime
 from otel_canonical_logs.event import Event
 from otel_canonical_logs.processor import CanonicalLogProcessor
 from otel_canonical_logs.sampling import RecordEverythingSampler
@@ -36,16 +36,16 @@ class Pipeline:
 def pipeline() -> Iterator[Pipeline]:
     """Events go through ``_runtime.dispatcher`` (so enrichers run) into a list."""
     events: list[Event] = []
-    previous_processor = _runtime.processor
-    previous_sinks = list(_runtime.dispatcher.sinks)
-    _runtime.dispatcher.sinks[:] = [events.append]
-    processor = CanonicalLogProcessor(_runtime.dispatcher)
-    _runtime.processor = processor
+    previous_processor = runtime.processor
+    previous_sinks = list(runtime.dispatcher.sinks)
+    runtime.dispatcher.sinks[:] = [events.append]
+    processor = CanonicalLogProcessor(runtime.dispatcher)
+    runtime.processor = processor
     provider = TracerProvider(sampler=RecordEverythingSampler(ALWAYS_ON))
     provider.add_span_processor(processor)
     try:
         yield Pipeline(provider.get_tracer("test"), events)
     finally:
         provider.shutdown()
-        _runtime.processor = previous_processor
-        _runtime.dispatcher.sinks[:] = previous_sinks
+        runtime.processor = previous_processor
+        runtime.dispatcher.sinks[:] = previous_sinks

@@ -10,7 +10,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
 from otel_canonical_logs import Context, on_error
-from otel_canonical_logs._runtime import dispatcher
+from otel_canonical_logs._runtime import runtime
 from otel_canonical_logs.sinks.otel_logs import OTelLogSink
 from tests.unit.conftest import Pipeline
 
@@ -21,7 +21,7 @@ def records(pipeline: Pipeline) -> Iterator[InMemoryLogRecordExporter]:
     exporter = InMemoryLogRecordExporter()
     provider = LoggerProvider()
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    dispatcher.sinks.append(OTelLogSink(provider, 2048))
+    runtime.dispatcher.sinks.append(OTelLogSink(provider))
     yield exporter
     provider.shutdown()
 

@@ -13,11 +13,11 @@ BIN = Path(sys.executable).parent
 PROBE = """
 import json, os
 from opentelemetry import trace
-from otel_canonical_logs import _runtime
+from otel_canonical_logs._runtime import runtime
 provider = trace.get_tracer_provider()
 print(json.dumps({
     "sampler": provider.sampler.get_description(),
-    "processor": _runtime.processor is not None,
+    "processor": runtime.processor is not None,
     "env": {k: os.environ.get(k) for k in (
         "OTEL_TRACES_EXPORTER", "OTEL_LOGS_EXPORTER", "OTEL_METRICS_EXPORTER",
         "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_PYTHON_CONFIGURATOR")},

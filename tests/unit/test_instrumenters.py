@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from otel_canonical_logs import Context, register_instrumenter, unregister_instrumenter
-from otel_canonical_logs._runtime import dispatcher
+from otel_canonical_logs._runtime import runtime
 from otel_canonical_logs.event import Event, order
 from otel_canonical_logs.instrumenters import LegacyRequest, LegacyResponse
 from tests.unit.conftest import Pipeline
@@ -34,7 +34,7 @@ def _register(registered: list[Any], obj: Any) -> Any:
 
 def _emit(event_type: str = "request", **fields: Any) -> dict[str, Any]:
     event = Event(event_type, order(event_type, fields), None, time.time_ns())
-    dispatcher(event)
+    runtime.dispatcher(event)
     return event.fields
 
 
@@ -125,7 +125,7 @@ def test_instrumenter_gets_the_request_environ(registered: list[Any]) -> None:
     instance = _register(registered, OriginalInstrumenter())
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/p/", "QUERY_STRING": "a=1", "HTTP_X_TENANT": "acme"}
     event = Event("request", order("request", {"req_path": "/p/", "resp_status": 204}), None, 0, environ)
-    dispatcher(event)
+    runtime.dispatcher(event)
     [(req, resp, got_environ)] = instance.calls
     assert isinstance(req, LegacyRequest) and isinstance(resp, LegacyResponse)
     assert ("POST", "/p/", "a=1", [("X-TENANT", "acme")], 204) == (

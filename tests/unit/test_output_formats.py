@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_canonical_logs import _env
 from otel_canonical_logs.event import Event
-from otel_canonical_logs.sinks import jsonl, logfmt
+from otel_canonical_logs.sinks import Dispatcher, jsonl, logfmt
 from otel_canonical_logs.sinks.otel_logs import OTelLogSink, severity
 from tests.logfmt_strict import decode_line
 
@@ -95,11 +95,12 @@ def test_json_is_always_exactly_one_ascii_line(event: dict[str, object], max_len
     assert isinstance(json.loads(line), dict)
 
 
-def _sink() -> tuple[OTelLogSink, InMemoryLogRecordExporter]:
+def _sink() -> tuple[Dispatcher, InMemoryLogRecordExporter]:
     exporter = InMemoryLogRecordExporter()
     provider = LoggerProvider()
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    return OTelLogSink(provider, 64), exporter
+    # Through a dispatcher: it makes the values safe (and cut to 64 here), the sink only formats.
+    return Dispatcher([OTelLogSink(provider)], max_len=64), exporter
 
 
 CTX = SpanContext(0x0F6555A5A34C09F7E247D3353A045A29, 0xA6AA10B1783E8667, False, TraceFlags(1))

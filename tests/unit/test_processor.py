@@ -191,7 +191,7 @@ def test_span_attributes_reads_what_the_public_view_shows(tracer) -> None:  # ty
     spans and for a ReadableSpan built by hand (another layout: the public view is used)."""
     from opentelemetry.sdk.trace import ReadableSpan
 
-    from otel_canonical_logs.event import span_attributes
+    from otel_canonical_logs._otel import span_attributes
 
     with tracer.start_as_current_span("q", kind=SpanKind.CLIENT, attributes={"db.system": "sqlite"}) as span:
         span.set_attribute("db.statement", SQL_A)

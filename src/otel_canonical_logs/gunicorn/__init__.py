@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .. import _guard, event
+from .. import _guard
+from .._patching import Patches
+from .._runtime import runtime
 from . import rejected, saturation, workers
 from .asgi import CanonicalASGI
 from .wsgi import CanonicalWSGI
@@ -16,14 +18,8 @@ _logger = logging.getLogger("otel_canonical_logs")
 __all__ = ["CanonicalASGI", "CanonicalWSGI", "patch", "wrap_application"]
 
 
-def _patched(cls: Any, name: str, make: Any) -> None:
-    original = getattr(cls, name)
-    if getattr(original, "_otel_canonical_logs", False):
-        return
-    replacement = make(original)
-    replacement._otel_canonical_logs = True
-    replacement.__wrapped__ = original
-    setattr(cls, name, replacement)
+_patches = Patches()
+_patched = _patches.patch
 
 
 def patch() -> None:
@@ -77,7 +73,7 @@ def patch() -> None:
 
     _patched(Worker, "handle_error", rejected.make_handle_error)
     _patched(util, "write_error", rejected.make_write_error)
-    event.server_fields = saturation.fields
+    runtime.register_server_fields(saturation.fields)
 
 
 def make_load_wsgi(original: Any) -> Any:

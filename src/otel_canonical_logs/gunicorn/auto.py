@@ -5,9 +5,9 @@ integration). Harmless when ``opentelemetry-instrument`` already did it."""
 
 from __future__ import annotations
 
-from .. import _runtime
+from .._runtime import runtime
 
-if _runtime.processor is None:
+if runtime.processor is None:
     from opentelemetry.instrumentation.auto_instrumentation import initialize
 
     initialize()

@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import _guard, _runtime
+from .. import _guard
 from .._request import fields_from_environ
+from .._runtime import runtime
 from ..event import Event, order
 from . import saturation
 
@@ -81,7 +82,7 @@ def _emit(req: Any, exc: BaseException, status: Any) -> None:
     if isinstance(status, int):
         fields["resp_status"] = status
     fields.update(saturation.fields())
-    _runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
+    runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
 
 
 def _environ(req: Any) -> dict[str, Any]:

@@ -27,7 +27,9 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from .. import _frames, _guard, _runtime, _scope
+from .. import _frames, _guard, _scope
+from .._aggregate import InFlight
+from .._runtime import runtime
 from ..event import Event, build_event, order
 from . import saturation
 
@@ -145,7 +147,7 @@ class Watchdog:
                 _end_root(state, now - scope.start, self.timeout)
             else:
                 state.fields["stuck"] = True
-        _runtime.dispatcher(event)
+        runtime.dispatcher(event)
         started = time.monotonic()
         if event_type == "timeout" and not _under_gevent():
             # gevent: the exporters' threads are greenlets of the blocked hub; the line is out.
@@ -282,10 +284,10 @@ def snapshot_event(
     """What the request had done and what its thread (greenlet, task) is doing now."""
     state = scope.state
     if state is not None:
-        values = build_event(event_type, state.root_span, state).fields
-        open_spans = list(state.open_spans.values())
-        if open_spans:
-            values["timeout_span"] = _describe(open_spans[-1])
+        values = build_event(event_type, state.root_span, state, server=runtime.server_fields()).fields
+        running = state.innermost()
+        if running is not None:
+            values["timeout_span"] = _describe(running)
     else:
         from .._request import fields_from_scope
 
@@ -300,8 +302,8 @@ def snapshot_event(
 
 def _describe(span: Any) -> str | None:
     """The open span as a reader wants it: the SQL text for a query, else the span's name."""
-    if isinstance(span, str):  # an unsampled request's query, counted without a span
-        return span[:_SPAN_TEXT_MAX]
+    if isinstance(span, InFlight):  # an unsampled request's query or render, without a span
+        return span.text[:_SPAN_TEXT_MAX] if isinstance(span.text, str) else None
     attrs = getattr(span, "attributes", None) or {}
     statement = attrs.get("db.query.text") or attrs.get("db.statement")
     if isinstance(statement, str):

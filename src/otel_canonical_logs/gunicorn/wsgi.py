@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .. import _guard, _runtime, _scope
+from .. import _guard, _scope
 from .._request import fields_from_environ
+from .._runtime import runtime
 from ..event import Event, order
 from . import rejected, saturation
 from .watchdog import Watchdog
@@ -153,7 +154,7 @@ def emit_unseen(
     if not complete and not failed:
         fields["resp_aborted"] = True
     fields.update(saturation.fields())
-    _runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
+    runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
 
 
 def end_request(
@@ -171,7 +172,7 @@ def end_request(
         state.exc = error  # raised while the body was produced, after the view returned
     elif not complete and error is None:
         extra["resp_aborted"] = True
-    processor = _runtime.processor
+    processor = runtime.processor
     if processor is not None:
         processor.finish(state, time.time_ns(), extra)
 

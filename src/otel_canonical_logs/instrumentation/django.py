@@ -12,19 +12,21 @@ from typing import Any
 
 from opentelemetry import trace
 
-from .. import _guard, _runtime
+from .. import _guard
+from .._patching import Patches
 from .._request import fields_from_environ
+from .._runtime import runtime
 
 _logger = logging.getLogger("otel_canonical_logs")
 _pending: list[Callable[[], None]] = []
 _pending_lock = threading.Lock()
+_patches = Patches()
 
 
 def request_hook(span: trace.Span, request: Any) -> None:
     """DjangoInstrumentor's request hook: the ``req_*`` fields from the request's environ."""
     try:
-        processor = _runtime.processor
-        state = processor.state_for(span) if processor is not None else None
+        state = runtime.state_for(span)
         if state is not None:
             fields = fields_from_environ(request.META)
             # Django has replaced META's PATH_INFO with the decoded path: decoding it again as
@@ -41,8 +43,7 @@ def request_hook(span: trace.Span, request: Any) -> None:
 def response_hook(span: trace.Span, request: Any, response: Any) -> None:
     """DjangoInstrumentor's response hook: the resolved view's dotted name."""
     try:
-        processor = _runtime.processor
-        state = processor.state_for(span) if processor is not None else None
+        state = runtime.state_for(span)
         if state is None:
             return
         match = getattr(request, "resolver_match", None)
@@ -58,10 +59,7 @@ def _on_uncaught_exception(sender: Any, request: Any = None, **kwargs: Any) -> N
     # Http404, PermissionDenied or other handled 4xx), from inside the except block.
     try:
         exc = sys.exc_info()[1]
-        processor = _runtime.processor
-        if exc is None or processor is None:
-            return
-        state = processor.state_for(trace.get_current_span())
+        state = runtime.request_state() if exc is not None else None
         if state is not None:
             state.exc = exc
     except Exception as err:
@@ -121,15 +119,13 @@ def _run_pending() -> None:
 def _patch_setup() -> None:
     import django
 
-    original = django.setup
-    if getattr(original, "_otel_canonical_logs", False):
+    def make(original: Any) -> Any:
+        def setup(*args: Any, **kwargs: Any) -> Any:
+            _run_pending()
+            return original(*args, **kwargs)
+
+        return setup
+
+    if not _patches.patch(django, "setup", make):
         return
-
-    def setup(*args: Any, **kwargs: Any) -> Any:
-        _run_pending()
-        return original(*args, **kwargs)
-
-    setup._otel_canonical_logs = True  # type: ignore[attr-defined]
-    setup.__wrapped__ = original  # type: ignore[attr-defined]
-    django.setup = setup
     _logger.debug("DJANGO_SETTINGS_MODULE not set yet; Django instrumentation deferred to setup()")

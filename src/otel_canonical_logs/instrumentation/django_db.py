@@ -26,24 +26,38 @@ from opentelemetry.instrumentation.dbapi import (
 )
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
-from opentelemetry.trace.propagation import _SPAN_KEY
 from wrapt import FunctionWrapper, ObjectProxy
 
-from .. import __version__, _guard, _runtime
-from .._state import RequestState
+from .. import __version__, _guard, _otel
+from .._aggregate import RequestAggregate
+from .._patching import Patches, is_ours, mark
+from .._runtime import runtime
 
-# The key OTel uses to suppress instrumentation (``suppress_instrumentation()``).
-_SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
-_OPEN_QUERY = -1  # key of the fast path's in-flight statement in RequestState.open_spans
 _INTEGRATION_ATTR = "_otel_canonical_logs_integration"
 _CLIENT = SpanKind.CLIENT
-_generation = [0]  # bumped by each instrument(): cached integrations carry the old options
 # True while Django opens a connection (BaseDatabaseWrapper.connect).
 _django_connecting: ContextVar[bool] = ContextVar("otel_canonical_logs_django_connecting", default=False)
+_patches = Patches()
+_suppressed = _otel.suppressed
+_span_in = _otel.span_in
+
+
+class _Settings:
+    """What the last ``instrument()`` asked for; ``generation`` tells cached integrations,
+    built with older options, to be rebuilt."""
+
+    __slots__ = ("generation", "lean", "options")
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.options: dict[str, Any] = {}
+        # dbapi's span naming and attribute population reused by the leaner span path (_traced).
+        self.lean = False
+
+
+_settings = _Settings()
 
 # Django vendor -> OpenTelemetry db.system value.
-_options: dict[str, Any] = {}
-
 _DB_SYSTEMS = {
     "sqlite": "sqlite",
     "postgresql": "postgresql",
@@ -67,10 +81,9 @@ def untraced(raw: Any) -> Any:
         raw = raw.__wrapped__
     factory = getattr(raw, "cursor_factory", None)
     if factory is not None and (getattr(factory, "__module__", "") or "").startswith("opentelemetry."):
-        original = getattr(raw, "_otel_orig_cursor_factory", None)  # psycopg instrument_connection
-        if original is None:
-            original = factory.__mro__[1]  # psycopg wrap_connect: TracedCursorFactory(base)
-        raw.cursor_factory = original
+        original = _otel.original_cursor_factory(raw, factory)
+        if original is not None:
+            raw.cursor_factory = original
     return raw
 
 
@@ -81,54 +94,64 @@ def _quiet_debug_bookkeeping(ops_class: type) -> None:
     every query; on SQLite that runs ``SELECT QUOTE(?), ...`` on the same connection. It is not
     the application's query, so no span is made for it.
     """
-    original = ops_class.__dict__.get("last_executed_query")
-    if original is None or getattr(original, "_otel_canonical_logs", False):
-        return
+    _patches.patch(ops_class, "last_executed_query", _make_last_executed_query, own=True)
+
+
+def _make_last_executed_query(original: Any) -> Any:
     from opentelemetry.instrumentation.utils import suppress_instrumentation
 
     def last_executed_query(self: Any, *args: Any, **kwargs: Any) -> Any:
         with suppress_instrumentation():
             return original(self, *args, **kwargs)
 
-    last_executed_query._otel_canonical_logs = True  # type: ignore[attr-defined]
-    ops_class.last_executed_query = last_executed_query  # type: ignore[attr-defined]
+    return last_executed_query
 
 
 def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    ctx = otel_context.get_current()
-    if ctx.get(_SUPPRESS):
+    """One execution: counted on the fast path, else a span. Guarded on both sides of the host's
+    call: anything of ours failing before it runs the query as it would run without us; after
+    it, the query's result or exception is the host's, untouched."""
+    try:
+        ctx = otel_context.get_current()
+        suppressed = _suppressed(ctx)
+        state = None if suppressed else runtime.request_state(ctx)
+    except Exception as exc:
+        _guard.report("django_db.execute", exc)
         return method(*args, **kwargs)
-    state = _runtime.request_state(ctx)
+    if suppressed:
+        return method(*args, **kwargs)
     if state is None or state.spans_wanted:
-        if _LEAN:
+        if _settings.lean:
             return _traced(proxy, method, args, kwargs, ctx, state)
         return proxy._self_cursor_tracer.traced_execution(proxy.__wrapped__, method, *args, **kwargs)
-    statement = args[0] if args else None
-    state.open_spans[_OPEN_QUERY] = statement
+    try:
+        statement = args[0] if args else None
+        op = state.begin(statement)
+    except Exception as exc:
+        _guard.report("django_db.execute", exc)
+        return method(*args, **kwargs)
     start = perf_counter_ns()
     try:
         return method(*args, **kwargs)
     finally:
         elapsed = perf_counter_ns() - start
-        state.open_spans.pop(_OPEN_QUERY, None)
-        _count(state, None, statement, elapsed)
+        try:
+            state.end(op)
+            state.add_query(statement, elapsed)
+        except Exception as exc:
+            _guard.report("django_db.count_query", exc)
 
 
-def _count(state: RequestState, span: Any, statement: object, elapsed: int) -> None:
-    """Count a query into its request, right after it ran; ``span``: its span, if it made one."""
-    processor = _runtime.processor
-    if processor is None:
-        return
+def _count(state: RequestAggregate, span: Any, statement: object, elapsed: int) -> None:
+    """Report a query to its request, right after it ran; ``span``: its span, if it made one."""
     try:
         if span is not None:
-            processor.disown(state, span)
-        processor.count_query(state, statement, elapsed)
+            processor = runtime.processor
+            if processor is not None:
+                processor.disown(state, span)
+        state.add_query(statement, elapsed)
     except Exception as exc:
         _guard.report("django_db.count_query", exc)
-
-
-# dbapi's span naming and attribute population, reused for the leaner span path below.
-_LEAN = all(hasattr(CursorTracer, n) for n in ("get_operation_name", "_populate_span", "_record_metrics"))
 
 
 def _traced(
@@ -137,38 +160,50 @@ def _traced(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     ctx: Any,
-    state: RequestState | None,
+    state: RequestAggregate | None,
 ) -> Any:
     """The query as a dbapi CLIENT span: the name and attributes ``traced_execution`` gives it,
     but started without being made the current span. A query is a leaf (the driver's own
     instrumentation is off Django's connections), so nothing needs it current, and attaching
     and detaching a context per query is a large part of dbapi's per-query cost. In a request,
     the query is counted here, as on the fast path, and its span is not folded again."""
-    tracer = proxy._self_cursor_tracer
-    cursor = proxy.__wrapped__
-    integration = tracer._db_api_integration
-    if state is not None and state.root_end_ns is not None and ctx.get(_SPAN_KEY) is None:
-        # A query in a streamed body, after the root span ended: still a child of the request.
-        ctx = set_span_in_context(state.root_span, ctx)
-    operation = tracer.get_operation_name(cursor, args)
-    span = integration._tracer.start_span(
-        operation or integration.database or integration.name, ctx, kind=_CLIENT
-    )
-    tracer._populate_span(span, cursor, *args)
+    span: Any = None
+    try:
+        tracer = proxy._self_cursor_tracer
+        cursor = proxy.__wrapped__
+        integration = tracer._db_api_integration
+        if state is not None and state.root_end_ns is not None and _span_in(ctx) is None:
+            # A query in a streamed body, after the root span ended: still a child of the request.
+            ctx = set_span_in_context(state.root_span, ctx)
+        operation = tracer.get_operation_name(cursor, args)
+        span = integration._tracer.start_span(
+            operation or integration.database or integration.name, ctx, kind=_CLIENT
+        )
+        tracer._populate_span(span, cursor, *args)
+    except Exception as exc:
+        _guard.report("django_db.span", exc)
+        if span is not None:
+            with _guard.guard("django_db.span"):
+                span.end()
+        return method(*args, **kwargs)
     start = perf_counter_ns()
     error: Exception | None = None
     try:
         return method(*args, **kwargs)
     except Exception as exc:
         error = exc
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         raise
     finally:
-        if state is not None:
-            _count(state, span, args[0] if args else None, perf_counter_ns() - start)
-        span.end()
-        tracer._record_metrics(cursor, operation, start * 1e-9, error)
+        try:
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            if state is not None:
+                _count(state, span, args[0] if args else None, perf_counter_ns() - start)
+            span.end()
+            tracer._record_metrics(cursor, operation, start * 1e-9, error)
+        except Exception as exc:
+            _guard.report("django_db.span", exc)
 
 
 class _Cursor(TracedCursorProxy):  # type: ignore[misc]
@@ -218,14 +253,14 @@ def _integration(connection: Any, raw: Any) -> DatabaseApiIntegration:
     raw connection it opens: with ``CONN_MAX_AGE=0`` that is one per request, and building an
     integration (tracer, semconv look-ups, connection attributes) costs tens of microseconds."""
     cached = connection.__dict__.get(_INTEGRATION_ATTR)
-    if cached is not None and cached[0] == _generation[0]:
+    if cached is not None and cached[0] == _settings.generation:
         return cached[1]
     system = _DB_SYSTEMS.get(connection.vendor, connection.vendor)
     integration = DatabaseApiIntegration(
-        "otel_canonical_logs.django_db", system, version=__version__, **_options
+        "otel_canonical_logs.django_db", system, version=__version__, **_settings.options
     )
     integration.get_connection_attributes(raw)
-    connection.__dict__[_INTEGRATION_ATTR] = (_generation[0], integration)
+    connection.__dict__[_INTEGRATION_ATTR] = (_settings.generation, integration)
     return integration
 
 
@@ -247,8 +282,8 @@ def _bypass_driver_tracing(module: Any) -> None:
     the application opens itself stay traced, and ``unwrap`` (their uninstrument) still works.
     """
     fn = getattr(module, "connect", None)
-    wrapper = getattr(fn, "_self_wrapper", None)
-    if wrapper is None or getattr(wrapper, "_otel_canonical_logs", False):
+    wrapper = _otel.wrapper_of(fn)
+    if wrapper is None or is_ours(wrapper):
         return
     if not (getattr(wrapper, "__module__", "") or "").startswith("opentelemetry."):
         return
@@ -258,11 +293,10 @@ def _bypass_driver_tracing(module: Any) -> None:
             return wrapped(*args, **kwargs)
         return wrapper(wrapped, instance, args, kwargs)
 
-    connect._otel_canonical_logs = True  # type: ignore[attr-defined]
-    module.connect = FunctionWrapper(fn.__wrapped__, connect)  # type: ignore[union-attr]
+    _patches.replace(module, "connect", FunctionWrapper(fn.__wrapped__, mark(connect, wrapper)))  # type: ignore[union-attr]
 
 
-def _patch_connect() -> None:
+def _make_connect(original: Any) -> Any:
     """Leave connection set-up out of the request's queries, whoever traces the driver.
 
     Opening a connection runs Django's own set-up SQL (PostgreSQL's time zone and role). A driver
@@ -270,12 +304,7 @@ def _patch_connect() -> None:
     suppressing it during ``connect()`` makes ``db_queries`` the same either way, and equal to
     what ``assertNumQueries`` counts.
     """
-    from django.db.backends.base.base import BaseDatabaseWrapper
     from opentelemetry.instrumentation.utils import suppress_instrumentation
-
-    original = BaseDatabaseWrapper.connect
-    if getattr(original, "_otel_canonical_logs", False):
-        return
 
     def connect(self: Any) -> None:
         # Every backend connects through ``DatabaseWrapper.Database.connect``; a driver
@@ -289,12 +318,10 @@ def _patch_connect() -> None:
         finally:
             _django_connecting.reset(token)
 
-    connect._otel_canonical_logs = True  # type: ignore[attr-defined]
-    connect.__wrapped__ = original  # type: ignore[attr-defined]
-    BaseDatabaseWrapper.connect = connect  # type: ignore[method-assign]
+    return connect
 
 
-def _patch_prepare_cursor() -> None:
+def _make_prepare_cursor(original: Any) -> Any:
     """Cursors Django builds itself on the raw connection go through the proxy too.
 
     PostgreSQL's server-side cursors under psycopg 3 (``QuerySet.iterator()`` without
@@ -303,11 +330,6 @@ def _patch_prepare_cursor() -> None:
     ours yet is wrapped. Django logs the cursor's ``execute`` (the DECLARE) as one query, not its
     fetches; so does the line.
     """
-    from django.db.backends.base.base import BaseDatabaseWrapper
-
-    original = BaseDatabaseWrapper._prepare_cursor  # type: ignore[attr-defined]
-    if getattr(original, "_otel_canonical_logs", False):
-        return
 
     def _prepare_cursor(self: Any, cursor: Any) -> Any:
         try:
@@ -318,65 +340,44 @@ def _patch_prepare_cursor() -> None:
             _guard.report("django_db.prepare_cursor", exc)
         return original(self, cursor)
 
-    _prepare_cursor._otel_canonical_logs = True  # type: ignore[attr-defined]
-    _prepare_cursor.__wrapped__ = original  # type: ignore[attr-defined]
-    BaseDatabaseWrapper._prepare_cursor = _prepare_cursor  # type: ignore[attr-defined]
+    return _prepare_cursor
 
 
 def _count_transaction_statement(sql: str, elapsed: int) -> None:
     try:
         ctx = otel_context.get_current()
-        if ctx.get(_SUPPRESS):
+        if _suppressed(ctx):
             return
-        state = _runtime.request_state(ctx)
+        state = runtime.request_state(ctx)
         if state is not None:
             _count(state, None, sql, elapsed)
     except Exception as exc:
         _guard.report("django_db.transaction", exc)
 
 
-def _patch_debug_transaction() -> None:
+def _make_debug_transaction(original: Any) -> Any:
     """Count BEGIN, COMMIT and ROLLBACK where Django logs them (4.2+: ``debug_transaction``).
 
     PostgreSQL's BEGIN is not a statement of Django's (the driver sends it with the next query)
     and COMMIT/ROLLBACK are driver calls, not cursor executions: Django times and logs each
     around the call, and ``CaptureQueriesContext`` counts them. So do we, with the same time.
     """
-    import importlib
     from contextlib import contextmanager
 
-    for name in _DEBUG_TRANSACTION_MODULES:
+    @contextmanager
+    def debug_transaction(connection: Any, sql: Any) -> Any:
+        start = perf_counter_ns()
         try:
-            module = importlib.import_module(name)
-        except Exception:  # a backend whose driver is not installed
-            continue
-        original = getattr(module, "debug_transaction", None)
-        if original is None or getattr(original, "_otel_canonical_logs", False):
-            continue
+            with original(connection, sql):
+                yield
+        finally:
+            _count_transaction_statement(str(sql), perf_counter_ns() - start)
 
-        @contextmanager
-        def debug_transaction(connection: Any, sql: Any, _original: Any = original) -> Any:
-            start = perf_counter_ns()
-            try:
-                with _original(connection, sql):
-                    yield
-            finally:
-                _count_transaction_statement(str(sql), perf_counter_ns() - start)
-
-        debug_transaction._otel_canonical_logs = True  # type: ignore[attr-defined]
-        debug_transaction.__wrapped__ = original  # type: ignore[attr-defined]
-        setattr(module, "debug_transaction", debug_transaction)  # noqa: B010 - a module Django types
+    return debug_transaction
 
 
 # Modules that imported Django's debug_transaction by name (django/db/backends/*/base.py).
 _DEBUG_TRANSACTION_MODULES = ("django.db.backends.base.base", "django.db.backends.oracle.base")
-
-
-def _unpatch(owner: Any, name: str) -> None:
-    current = getattr(owner, name, None)
-    original = getattr(current, "__wrapped__", None)
-    if original is not None and getattr(current, "_otel_canonical_logs", False):
-        setattr(owner, name, original)
 
 
 def _on_connection_created(sender: Any, connection: Any = None, **kwargs: Any) -> None:
@@ -394,31 +395,31 @@ class DjangoDatabaseInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ("django >= 4.2",)
 
     def _instrument(self, **kwargs: Any) -> None:
+        import importlib
+
+        from django.db.backends.base.base import BaseDatabaseWrapper
         from django.db.backends.signals import connection_created
 
-        _options.clear()
-        _generation[0] += 1
+        _settings.generation += 1
+        _settings.options = {}
         if kwargs.get("tracer_provider") is not None:
-            _options["tracer_provider"] = kwargs["tracer_provider"]
+            _settings.options["tracer_provider"] = kwargs["tracer_provider"]
+        _settings.lean = _otel.dbapi_lean()
 
         connection_created.connect(
             _on_connection_created, weak=False, dispatch_uid="otel_canonical_logs.django_db"
         )
-        _patch_connect()
-        _patch_prepare_cursor()
-        _patch_debug_transaction()
+        _patches.patch(BaseDatabaseWrapper, "connect", _make_connect)
+        _patches.patch(BaseDatabaseWrapper, "_prepare_cursor", _make_prepare_cursor)
+        for name in _DEBUG_TRANSACTION_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except Exception:  # a backend whose driver is not installed
+                continue
+            _patches.patch(module, "debug_transaction", _make_debug_transaction)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        import sys
-
         from django.db.backends.signals import connection_created
 
         connection_created.disconnect(dispatch_uid="otel_canonical_logs.django_db")
-        from django.db.backends.base.base import BaseDatabaseWrapper
-
-        _unpatch(BaseDatabaseWrapper, "connect")
-        _unpatch(BaseDatabaseWrapper, "_prepare_cursor")
-        for name in _DEBUG_TRANSACTION_MODULES:
-            module = sys.modules.get(name)
-            if module is not None:
-                _unpatch(module, "debug_transaction")
+        _patches.undo()

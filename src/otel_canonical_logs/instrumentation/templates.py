@@ -20,15 +20,16 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.trace import SpanKind
 
-from .. import __version__, _guard, _runtime
+from .. import __version__, _guard
+from .._aggregate import RequestAggregate
 from .._frames import TEMPLATE_ATTR
-from .._state import RequestState
+from .._patching import Patches
+from .._runtime import runtime
 from ..processor import TEMPLATE_ATTRIBUTE, TEMPLATE_NESTED_ATTRIBUTE
 
 _UNKNOWN = "<unknown source>"
-# Keys of in-flight counted renders in RequestState.open_spans (below the DB fast path's -1).
-_OPEN_RENDER = -2
 _INTERNAL = SpanKind.INTERNAL
+_patches = Patches()
 # Renders inside a render (includes, inclusion tags): their time is already in the outer one's.
 _depth: ContextVar[int] = ContextVar("otel_canonical_logs_template_depth", default=0)
 
@@ -81,74 +82,100 @@ def _render_annotated(original: Any, template: Any, context: Any) -> Any:
 
 
 def _counted_render(
-    state: RequestState, original: Any, template: Any, context: Any, name: str, depth: int
+    state: RequestAggregate, original: Any, template: Any, context: Any, name: str, depth: int
 ) -> Any:
     """A render in a request whose spans go nowhere: timed and counted, no span (same fields)."""
-    key = _OPEN_RENDER - depth  # what a timeout snapshot names while it runs
-    state.open_spans[key] = f"render {name}"
-    start = perf_counter_ns()
+    try:
+        op = state.begin(f"render {name}")  # what a timeout snapshot names while it runs
+        start = perf_counter_ns()
+    except Exception as exc:
+        _guard.report("templates.count", exc)
+        return original(template, context)
     try:
         return _render_annotated(original, template, context)
     finally:
-        elapsed = perf_counter_ns() - start
-        state.open_spans.pop(key, None)
-        state.tmpl_renders += 1
-        if not depth:
-            state.tmpl_time_ns += elapsed
+        try:
+            elapsed = perf_counter_ns() - start
+            state.end(op)
+            state.add("tmpl", elapsed, timed=not depth)
+        except Exception as exc:
+            _guard.report("templates.count", exc)
 
 
 def _render(tracer: trace.Tracer, original: Any, template: Any, context: Any, name: str) -> Any:
     """One render (a template's, or an ``{% extends %}`` parent's): counted on the fast path, else
-    a span; inside another render it is nested (its time is already in the outer one's)."""
-    depth = _depth.get()
-    token = _depth.set(depth + 1)
+    a span; inside another render it is nested (its time is already in the outer one's).
+
+    Guarded on both sides of the host's render: if anything of ours fails before it, the render
+    runs as it would without us; after it, the render's result or exception is the host's.
+    """
     try:
-        state = _runtime.counting_state(otel_context.get_current())
+        depth = _depth.get()
+        token = _depth.set(depth + 1)
+    except Exception as exc:
+        _guard.report("templates.render", exc)
+        return original(template, context)
+    try:
+        try:
+            state = runtime.counting_state(otel_context.get_current())
+            if state is None:
+                attributes: dict[str, Any] = {TEMPLATE_ATTRIBUTE: name}
+                if depth:
+                    attributes[TEMPLATE_NESTED_ATTRIBUTE] = True
+                span = tracer.start_as_current_span(f"render {name}", kind=_INTERNAL, attributes=attributes)
+                span.__enter__()
+        except Exception as exc:
+            _guard.report("templates.render", exc)
+            return original(template, context)
         if state is not None:
             return _counted_render(state, original, template, context, name, depth)
-        attributes: dict[str, Any] = {TEMPLATE_ATTRIBUTE: name}
-        if depth:
-            attributes[TEMPLATE_NESTED_ATTRIBUTE] = True
-        with tracer.start_as_current_span(f"render {name}", kind=_INTERNAL, attributes=attributes):
+        error: BaseException | None = None
+        try:
             return _render_annotated(original, template, context)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            try:
+                if error is None:
+                    span.__exit__(None, None, None)
+                else:
+                    span.__exit__(type(error), error, error.__traceback__)
+            except Exception as exc:
+                _guard.report("templates.render", exc)
     finally:
         _depth.reset(token)
 
 
+def _make_render(tracer: trace.Tracer, name_of: Any) -> Any:
+    def make(original: Any) -> Any:
+        def render(self: Any, context: Any) -> Any:
+            try:
+                name = name_of(self)
+            except Exception as exc:
+                _guard.report("templates.name", exc)
+                return original(self, context)
+            return _render(tracer, original, self, context, name)
+
+        return render
+
+    return make
+
+
+def _extends_name(node: Any) -> str:
+    parent = getattr(getattr(node, "parent_name", None), "var", None)
+    return parent if isinstance(parent, str) and parent else "<extends>"
+
+
 def _patch(tracer: trace.Tracer) -> None:
     from django.template.base import Template
-
-    original = Template.render
-    if getattr(original, "_otel_canonical_logs", False):
-        return
-
-    def render(self: Any, context: Any) -> Any:
-        return _render(tracer, original, self, context, _template_name(self))
-
-    render._otel_canonical_logs = True  # type: ignore[attr-defined]
-    render.__wrapped__ = original  # type: ignore[attr-defined]
-    Template.render = render  # type: ignore[method-assign]
-    _patch_extends(tracer)
-
-
-def _patch_extends(tracer: trace.Tracer) -> None:
-    """``{% extends %}`` renders its parent with ``Template._render``, past ``Template.render``:
-    counted here, as one more (nested) render, so tmpl_renders is what Django's
-    ``template_rendered`` signal counts."""
     from django.template.loader_tags import ExtendsNode
 
-    original = ExtendsNode.render
-    if getattr(original, "_otel_canonical_logs", False):
-        return
-
-    def render(self: Any, context: Any) -> Any:
-        parent = getattr(getattr(self, "parent_name", None), "var", None)
-        name = parent if isinstance(parent, str) and parent else "<extends>"
-        return _render(tracer, original, self, context, name)
-
-    render._otel_canonical_logs = True  # type: ignore[attr-defined]
-    render.__wrapped__ = original  # type: ignore[attr-defined]
-    ExtendsNode.render = render  # type: ignore[method-assign]
+    _patches.patch(Template, "render", _make_render(tracer, _template_name))
+    # ``{% extends %}`` renders its parent with ``Template._render``, past ``Template.render``:
+    # counted here, as one more (nested) render, so tmpl_renders is what Django's
+    # ``template_rendered`` signal counts.
+    _patches.patch(ExtendsNode, "render", _make_render(tracer, _extends_name))
 
 
 class DjangoTemplateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -163,13 +190,4 @@ class DjangoTemplateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _patch(tracer)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        from django.template.base import Template
-
-        original = getattr(Template.render, "__wrapped__", None)
-        if original is not None and getattr(Template.render, "_otel_canonical_logs", False):
-            Template.render = original  # type: ignore[method-assign]
-        from django.template.loader_tags import ExtendsNode
-
-        original = getattr(ExtendsNode.render, "__wrapped__", None)
-        if original is not None and getattr(ExtendsNode.render, "_otel_canonical_logs", False):
-            ExtendsNode.render = original  # type: ignore[method-assign]
+        _patches.undo()

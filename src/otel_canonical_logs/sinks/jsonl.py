@@ -11,26 +11,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .logfmt import TRUNCATION_MARKER
-from .logfmt import _safe_key as safe_key  # the very keys of the logfmt line
+from .._values import MIN_MAX_LEN, SURROGATES, safe_key, text_of, truncate
 
 __all__ = ["encode", "encode_bytes"]
 
-_MIN_MAX_LEN = 32
-# A lone surrogate would be escaped as-is and rejected by strict UTF-8 consumers.
-_SURROGATES = {cp: "\ufffd" for cp in range(0xD800, 0xE000)}
 _dumps = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
-
-
-def _text(value: object) -> str:
-    try:
-        if isinstance(value, str):
-            return str.__str__(value)
-        if isinstance(value, (bytes, bytearray)):
-            return bytes(value).decode("utf-8", errors="replace")
-        return str.__str__(str(value))
-    except Exception:
-        return f"<unrenderable {type(value).__name__}>"
 
 
 def _value(value: object, max_len: int) -> Any:
@@ -47,11 +32,9 @@ def _value(value: object, max_len: int) -> Any:
             number = float(value)
             # Same precision as the logfmt line; NaN and infinities are not JSON numbers.
             return round(number, 3) if math.isfinite(number) else repr(number)
-    text = _text(value)
-    if len(text) > max_len:
-        text = text[: max_len - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+    text = truncate(text_of(value), max_len)
     if not text.isascii():
-        text = text.translate(_SURROGATES)
+        text = text.translate(SURROGATES)  # a strict UTF-8 consumer would reject the escape
     return text
 
 
@@ -61,7 +44,7 @@ def encode(event: Mapping[str, object], max_len: int = 2048) -> str:
     >>> encode({"event_type": "request", "resp_status": 200, "resp_time": 0.0042})
     '{"event_type":"request","resp_status":200,"resp_time":0.004}\\n'
     """
-    max_len = max(max_len, _MIN_MAX_LEN)
+    max_len = max(max_len, MIN_MAX_LEN)
     obj: dict[str, Any] = {}
     for key, value in event.items():
         if value is None:

@@ -5,17 +5,10 @@ The Logs SDK's batch processor queues the record (capped, see ``_export``); noth
 
 from __future__ import annotations
 
-from typing import Any
-
 from opentelemetry._logs import LoggerProvider, SeverityNumber
 from opentelemetry.trace import NonRecordingSpan, set_span_in_context
 
-from .._values import SURROGATES
 from ..event import Event
-from .logfmt import TRUNCATION_MARKER
-from .logfmt import _safe_key as safe_key  # the very keys of the logfmt line
-
-_INT64 = range(-(2**63), 2**63)
 
 _SEVERITY = {
     "INFO": SeverityNumber.INFO,
@@ -34,53 +27,13 @@ def severity(event: Event) -> str:
     return "WARN" if status >= 400 else "INFO"
 
 
-def _text(value: object) -> str:
-    try:
-        if isinstance(value, (bytes, bytearray)):
-            return bytes(value).decode("utf-8", errors="replace")
-        return str.__str__(str(value))
-    except Exception:  # a failing __str__, an int too long to print
-        return f"<unrenderable {type(value).__name__}>"
-
-
 class OTelLogSink:
     """Hands events to the OTel Logs SDK (whose processors batch and export them)."""
 
-    def __init__(self, provider: LoggerProvider, max_len: int) -> None:
+    def __init__(self, provider: LoggerProvider) -> None:
         from .. import __version__
 
         self._logger = provider.get_logger("otel_canonical_logs", __version__)
-        self._max_len = max_len
-
-    def _attributes(self, event: Event) -> dict[str, Any]:
-        """The line's keys and values with their real types: str, bool, int (64-bit), float."""
-        cap = self._max_len
-        keep = cap - len(TRUNCATION_MARKER)
-        attrs: dict[str, Any] = {}
-        for key, value in event.fields.items():
-            if value is None:
-                continue
-            kind = type(value)
-            if kind is not str and kind is not float and kind is not bool:
-                if kind is int and value in _INT64:
-                    pass
-                elif isinstance(value, bool):
-                    value = bool(value)
-                elif isinstance(value, int) and int.__index__(value) in _INT64:
-                    value = int.__index__(value)
-                elif isinstance(value, float):
-                    value = float(value)
-                else:
-                    # What OTLP cannot carry (an int beyond 64 bits, any object) goes as its text.
-                    value = _text(value)
-            if type(value) is str and len(value) > cap:
-                value = value[:keep] + TRUNCATION_MARKER
-            if type(value) is str and not value.isascii():
-                # A lone surrogate (in an exception message, say) cannot be encoded as UTF-8:
-                # the OTLP exporter would drop the attribute and log an error.
-                value = value.translate(SURROGATES)
-            attrs[safe_key(key)] = value
-        return attrs
 
     def __call__(self, event: Event) -> None:
         name = f"canonical.{event.type}"
@@ -94,6 +47,7 @@ class OTelLogSink:
             severity_number=_SEVERITY[sev],
             severity_text=sev,
             body=name,
-            attributes=self._attributes(event),
+            # The line's keys and values, with their real types (the dispatcher made them safe).
+            attributes=event.fields,
             event_name=name,
         )

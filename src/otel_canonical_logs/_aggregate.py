@@ -1,0 +1,168 @@
+"""One request's aggregate: what its child spans and the fast paths measured, and the arithmetic
+that adds it up. The processor maps spans to aggregates; the instrumentation reports what it
+measured (``add_query``, ``add``, ``begin``/``end``); the event reads the totals (``event.py``,
+driven by the field registry)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+from opentelemetry.trace import SpanContext
+
+from . import _frames
+from .fields import CATEGORIES
+
+# What Django sends (or logs) to manage transactions, on every backend it ships: counted as
+# queries, never the N+1 smell.
+_TRANSACTION_STATEMENTS = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+_ZERO = dict.fromkeys(CATEGORIES, 0)
+DEFAULT_MAX_STATEMENTS = 500
+
+
+class SqlStat:
+    """Executions and total time of one SQL text within a request."""
+
+    __slots__ = ("count", "loc", "time_ns")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.time_ns = 0
+        # Application frame of its second run (path:line:function); the N+1 call site.
+        self.loc: str | None = None
+
+
+class InFlight:
+    """An operation measured without a span (the fast path's query or render) while it runs:
+    what a timeout snapshot names if it never returns."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: object) -> None:
+        self.text = text
+
+
+class RequestAggregate:
+    """Everything one request has produced so far; freed when its line is written."""
+
+    __slots__ = (
+        "counts",
+        "cpu_start",
+        "done",
+        "ended",
+        "environ",
+        "exc",
+        "fields",
+        "in_flight",
+        "max_statements",
+        "root_context",
+        "root_end_ns",
+        "root_span",
+        "scope",
+        "spans_wanted",
+        "sql",
+        "start_ns",
+        "thread_id",
+        "times",
+    )
+
+    def __init__(
+        self,
+        root_span: Any,
+        root_context: SpanContext,
+        start_ns: int,
+        max_statements: int = DEFAULT_MAX_STATEMENTS,
+    ) -> None:
+        self.root_span = root_span
+        self.root_context = root_context
+        self.start_ns = start_ns
+        self.thread_id = threading.get_ident()
+        # None where the thread's CPU clock is shared (greenlets, an event loop's thread).
+        self.cpu_start: float | None = time.thread_time()
+        # Fields set directly by the request path (req_*, resp_view, app_*), in arrival order.
+        self.fields: dict[str, Any] = {}
+        # Operations and their total time (ns) per roll-up category of the field registry.
+        self.counts = _ZERO.copy()
+        self.times = _ZERO.copy()
+        self.sql: dict[str, SqlStat] = {}
+        self.max_statements = max_statements
+        self.exc: BaseException | None = None
+        # The request's WSGI environ, for instrumenters' call(req, resp, environ).
+        self.environ: Any = None
+        # Child spans (by span id) and span-less operations (by themselves) started and not yet
+        # ended, in start order: a timeout snapshot names the innermost one (the query that hung).
+        self.in_flight: dict[object, Any] = {}
+        # Set once the request's event went out early (a timeout): the root's end emits nothing.
+        self.done = False
+        # Whether the request's spans go anywhere: its trace is sampled and (see the processor)
+        # some span processor besides ours receives spans. Read per query and per render: when
+        # False they are timed and counted without spans.
+        self.spans_wanted = bool(root_context.trace_flags.sampled)
+        # Set when the request is over and its line written: later queries are no longer its own.
+        # The root span may end earlier (a streamed body is sent after the view returned): then
+        # ``root_end_ns`` is set and the server layer finishes the request when the body is sent.
+        self.ended = False
+        self.root_end_ns: int | None = None
+        # The server layer's RequestScope (gunicorn/wsgi.py, gunicorn/asgi.py), when one saw it.
+        self.scope: Any = None
+
+    # -- what the instrumentation reports ------------------------------------------------------
+
+    def add(self, category: str, elapsed: int, timed: bool = True) -> None:
+        """One operation of a roll-up category (``tmpl``, ``http_out``, ``cache``); ``timed``
+        false for one whose time is already in another's (a render inside a render)."""
+        self.counts[category] += 1
+        if timed:
+            self.times[category] += elapsed
+
+    def add_query(self, statement: object, elapsed: int) -> None:
+        """One query: totals, and per SQL text for the N+1 smell.
+
+        Called on the thread that ran the query, right after it, so the caller's frames are
+        still on the stack for the call site of a repeat.
+        """
+        self.counts["db"] += 1
+        self.times["db"] += elapsed
+        if not isinstance(statement, str) or statement.startswith(_TRANSACTION_STATEMENTS):
+            return
+        stat = self.sql.get(statement)
+        if stat is None:
+            if len(self.sql) >= self.max_statements:
+                return
+            stat = self.sql[statement] = SqlStat()
+        stat.count += 1
+        stat.time_ns += elapsed
+        if stat.count == 2:
+            # Only a repeat pays for a stack walk.
+            stat.loc = _frames.caller_location(sys._getframe(1))
+
+    def begin(self, text: object) -> InFlight:
+        """A span-less operation starts (``text``: what a snapshot shows, the SQL or the
+        render's name); pass what it returns to :meth:`end`."""
+        op = InFlight(text)
+        self.in_flight[op] = op
+        return op
+
+    def end(self, op: InFlight) -> None:
+        self.in_flight.pop(op, None)
+
+    def innermost(self) -> Any:
+        """The operation started last and still running: a span, or an :class:`InFlight`."""
+        running = list(self.in_flight.values())
+        return running[-1] if running else None
+
+    # -- what the event reads ------------------------------------------------------------------
+
+    def top_repeat(self) -> tuple[int, int, str, str | None]:
+        """(queries of repeated SQL texts, their time, the most repeated text, its call site)."""
+        dup_count = dup_ns = 0
+        top_sql, top_count, top_loc = "", 1, None
+        for sql, stat in self.sql.items():
+            if stat.count > 1:
+                dup_count += stat.count
+                dup_ns += stat.time_ns
+                if stat.count > top_count:
+                    top_sql, top_count, top_loc = sql, stat.count, stat.loc
+        return dup_count, dup_ns, top_sql, top_loc
