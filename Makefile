@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 ## test: lint, then the whole test suite (unit + real Gunicorn, SQLite and PostgreSQL)
 test: lint
 	$(BIN)/python -m pytest
+
+## unit: the unit tests only (seconds; no server, no database)
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -192,15 +192,9 @@ def fault_counts(request: HttpRequest) -> HttpResponse:
     import json
     import os
 
-    from otel_canonical_logs import _guard, _runtime
+    from otel_canonical_logs.testing import internal_counts
 
-    processor = _runtime.processor
-    body = {
-        "pid": os.getpid(),
-        "counts": _guard.error_counts(),
-        "open_requests": processor.open_requests() if processor is not None else None,
-        "tracked_spans": len(getattr(processor, "_owner", {})),
-    }
+    body = {"pid": os.getpid(), **internal_counts()}
     return HttpResponse(json.dumps(body), content_type="application/json")
 
 

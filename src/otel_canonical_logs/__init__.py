@@ -7,9 +7,7 @@ The public API: ``Context`` (application fields on the current request's line),
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-# Imported after __version__, which submodules read.
+from ._version import __version__
 from .context import Context
 from .errors import on_error
 from .instrumenters import (

@@ -155,7 +155,7 @@ def dbapi_lean() -> bool:
         from opentelemetry.instrumentation.dbapi import CursorTracer, DatabaseApiIntegration
 
         integration = DatabaseApiIntegration("otel_canonical_logs.check", "sqlite")
-        tracer = CursorTracer(integration)
+        tracer: CursorTracer[Any] = CursorTracer(integration)
         methods = ("get_operation_name", "_populate_span", "_record_metrics")
         ok = (
             all(callable(getattr(tracer, n, None)) for n in methods)

@@ -197,9 +197,9 @@ def test_lean_query_spans_equal_dbapi_traced_execution_spans(
     hang under the request's root span."""
     from otel_canonical_logs.instrumentation import django_db
 
-    assert django_db._LEAN
+    assert django_db._settings.lean
     lean = _query_spans(traced, "/fault/db-error/")
-    monkeypatch.setattr(django_db, "_LEAN", False)
+    monkeypatch.setattr(django_db._settings, "lean", False)
     stock = _query_spans(traced, "/fault/db-error/")
     assert stock == lean
     [failed] = [s for s in lean if s[5]]
@@ -234,9 +234,6 @@ def test_no_query_spans_when_nothing_but_ours_receives_spans(
     assert processor is not None
     spans = _get("/n-plus-one/")
 
-    class Alone:
-        _span_processors = (processor,)
-
     traced_calls: list[object] = []
     original = CursorTracer.traced_execution
     monkeypatch.setattr(
@@ -244,7 +241,7 @@ def test_no_query_spans_when_nothing_but_ours_receives_spans(
         "traced_execution",
         lambda self, *a, **k: traced_calls.append(a) or original(self, *a, **k),
     )
-    monkeypatch.setattr(processor, "_multi", Alone())
+    monkeypatch.setattr(processor, "_processors", lambda: (processor,))  # ours alone
     fast = _get("/n-plus-one/")
     assert [] == traced_calls
     keys = ("db_queries", "db_dup_queries", "db_dup_sql", "db_dup_loc")
@@ -305,10 +302,7 @@ def test_renders_are_counted_without_spans_when_nothing_but_ours_receives_spans(
     processor = runtime.processor
     assert processor is not None
 
-    class Alone:
-        _span_processors = (processor,)
-
-    monkeypatch.setattr(processor, "_multi", Alone())
+    monkeypatch.setattr(processor, "_processors", lambda: (processor,))  # ours alone
     traced.exporter.clear()
     event = _get("/receipt/")
     with capture_events() as failed:

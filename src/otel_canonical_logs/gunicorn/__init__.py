@@ -38,7 +38,7 @@ def patch() -> None:
             result = original(self)
             if known:
                 with _guard.guard("gunicorn.arbiter_start"):
-                    saturation.start_sampler(self)
+                    saturation.board.start_sampler(self)
             return result
 
         return start
@@ -48,7 +48,7 @@ def patch() -> None:
             original(self, *args, **kwargs)
             with _guard.guard("gunicorn.worker_init"):
                 if workers.kind_of_worker(self) is not None:
-                    saturation.assign_slot(self)
+                    saturation.board.assign_slot(self)
 
         return __init__
 
@@ -58,8 +58,8 @@ def patch() -> None:
             # Right after the fork, long before the new worker has booted: its first request
             # already finds a sample, instead of waiting up to a second for the sampler thread.
             with _guard.guard("gunicorn.spawn_worker"):
-                if saturation.sampling():
-                    saturation.sample(self)
+                if saturation.board.sampling():
+                    saturation.board.sample(self)
             return result
 
         return spawn_worker
@@ -73,7 +73,7 @@ def patch() -> None:
 
     _patched(Worker, "handle_error", rejected.make_handle_error)
     _patched(util, "write_error", rejected.make_write_error)
-    runtime.register_server_fields(saturation.fields)
+    runtime.register_server_fields(saturation.board.fields)
 
 
 def make_load_wsgi(original: Any) -> Any:

@@ -41,6 +41,7 @@ class CanonicalASGI:
         self.worker = worker
         self.kind = kind
         self.slot: int = getattr(worker, "_canonical_slot", -1)
+        self._busy = saturation.board.busy
         self.watchdog = watchdog_for(worker, kind) if worker is not None else None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
@@ -72,7 +73,7 @@ class CanonicalASGI:
         exchange = _Exchange()
         if self.watchdog is not None:
             self.watchdog.arm(request, request.start)
-        saturation.busy(self.slot, 1)
+        self._busy(self.slot, 1)
 
         async def send_(message: Message) -> None:
             final = False
@@ -104,7 +105,7 @@ class CanonicalASGI:
     ) -> None:
         try:
             request.open = False
-            saturation.busy(self.slot, -1)
+            self._busy(self.slot, -1)
             if self.watchdog is not None:
                 self.watchdog.disarm(request)
             complete = exchange.complete and not exchange.disconnected

@@ -81,7 +81,7 @@ def _emit(req: Any, exc: BaseException, status: Any) -> None:
         fields.pop("req_path", None)
     if isinstance(status, int):
         fields["resp_status"] = status
-    fields.update(saturation.fields())
+    fields.update(saturation.board.fields())
     runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
 
 

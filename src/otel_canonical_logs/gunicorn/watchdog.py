@@ -295,7 +295,7 @@ def snapshot_event(
     values["resp_time"] = round(now - scope.start, 6)
     stack = request_stack(scope, loop_thread or scope.thread_id, frame)
     values["timeout_loc"], values["timeout_cause_loc"] = _frames.locations_of(stack)
-    values.update(saturation.fields())
+    values.update(saturation.board.fields())
     ctx = state.root_context if state is not None else None
     return Event(event_type, order(event_type, values), ctx, time.time_ns())
 

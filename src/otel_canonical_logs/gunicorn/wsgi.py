@@ -46,6 +46,7 @@ class CanonicalWSGI:
         self.worker = worker
         self.kind = kind
         self.slot: int = getattr(worker, "_canonical_slot", -1)
+        self._busy = saturation.board.busy
         self.watchdog = watchdog_for(worker, kind) if worker is not None else None
         self._getcurrent = _greenlet_module().getcurrent if kind.greenlets else None
         # Sync workers beat just before accepting a request: that is when the arbiter's
@@ -73,7 +74,7 @@ class CanonicalWSGI:
                 except (OSError, ValueError):
                     pass
             watchdog.arm(scope, since)
-        saturation.busy(self.slot, 1)
+        self._busy(self.slot, 1)
 
         def capture(status_line: str, headers: Any, exc_info: Any = None) -> Any:
             status[:] = [status_line]
@@ -116,7 +117,7 @@ class CanonicalWSGI:
         try:
             if _scope.current.get() is scope:
                 _scope.current.set(None)
-            saturation.busy(self.slot, -1)
+            self._busy(self.slot, -1)
             if self.watchdog is not None:
                 self.watchdog.disarm(scope)
             end_request(scope, complete, error, 500 if status_override else None)
@@ -153,7 +154,7 @@ def emit_unseen(
     fields["resp_time"] = round(elapsed_ns * 1e-9, 6)
     if not complete and not failed:
         fields["resp_aborted"] = True
-    fields.update(saturation.fields())
+    fields.update(saturation.board.fields())
     runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
 
 

@@ -28,10 +28,11 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 from wrapt import FunctionWrapper, ObjectProxy
 
-from .. import __version__, _guard, _otel
+from .. import _guard, _otel
 from .._aggregate import RequestAggregate
 from .._patching import Patches, is_ours, mark
 from .._runtime import runtime
+from .._version import __version__
 
 _INTEGRATION_ATTR = "_otel_canonical_logs_integration"
 _CLIENT = SpanKind.CLIENT
@@ -206,7 +207,7 @@ def _traced(
             _guard.report("django_db.span", exc)
 
 
-class _Cursor(TracedCursorProxy):  # type: ignore[misc]
+class _Cursor(TracedCursorProxy[Any]):
     """dbapi's traced cursor, with the unsampled fast path in front of its span path.
 
     Django opens a cursor for every query, so this one is cheap to build: it takes its
@@ -235,7 +236,7 @@ class _Connection(ObjectProxy):  # type: ignore[type-arg]
     def __init__(self, connection: Any, integration: DatabaseApiIntegration) -> None:
         ObjectProxy.__init__(self, connection)
         self._self_db_api_integration = integration
-        self._self_cursor_tracer = CursorTracer(integration)
+        self._self_cursor_tracer: CursorTracer[Any] = CursorTracer(integration)
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         return _Cursor(self.__wrapped__.cursor(*args, **kwargs), self._self_cursor_tracer)
@@ -254,7 +255,7 @@ def _integration(connection: Any, raw: Any) -> DatabaseApiIntegration:
     integration (tracer, semconv look-ups, connection attributes) costs tens of microseconds."""
     cached = connection.__dict__.get(_INTEGRATION_ATTR)
     if cached is not None and cached[0] == _settings.generation:
-        return cached[1]
+        return cached[1]  # type: ignore[no-any-return]
     system = _DB_SYSTEMS.get(connection.vendor, connection.vendor)
     integration = DatabaseApiIntegration(
         "otel_canonical_logs.django_db", system, version=__version__, **_settings.options

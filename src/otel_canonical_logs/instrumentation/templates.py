@@ -20,11 +20,12 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.trace import SpanKind
 
-from .. import __version__, _guard
+from .. import _guard
 from .._aggregate import RequestAggregate
 from .._frames import TEMPLATE_ATTR
 from .._patching import Patches
 from .._runtime import runtime
+from .._version import __version__
 from ..processor import TEMPLATE_ATTRIBUTE, TEMPLATE_NESTED_ATTRIBUTE
 
 _UNKNOWN = "<unknown source>"

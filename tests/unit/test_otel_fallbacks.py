@@ -1,0 +1,200 @@
+"""Each private detail of OpenTelemetry, wrapt or psycopg's instrumentation that ``_otel`` checks:
+when it is missing (a release changed it), the public path is taken and the result is still right."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import SpanKind
+
+from otel_canonical_logs import _otel
+from otel_canonical_logs.processor import CanonicalLogProcessor
+from otel_canonical_logs.sampling import RecordEverythingSampler
+
+
+@pytest.fixture(autouse=True)
+def fresh_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test decides again, from what it left of the private details."""
+    monkeypatch.setattr(_otel, "_checked", {})
+
+
+def test_span_key_missing_takes_the_public_current_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    import opentelemetry.trace.propagation as propagation
+
+    with monkeypatch.context() as patched:
+        patched.delattr(propagation, "_SPAN_KEY")
+        assert _otel._span_key() is None
+    assert _otel.checks() == {"trace.propagation._SPAN_KEY": False}
+    monkeypatch.setattr(_otel, "SPAN_KEY", None)  # what the module then runs with
+    tracer = TracerProvider().get_tracer("t")
+    assert _otel.span_in(otel_context.get_current()) is None
+    with tracer.start_as_current_span("s") as span:
+        assert _otel.span_in(otel_context.get_current()) is span
+
+
+def test_suppress_key_missing_takes_is_instrumentation_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patched:
+        patched.delattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY")
+        assert _otel._suppress_key() is None
+    monkeypatch.setattr(_otel, "SUPPRESS_KEY", None)
+    assert not _otel.suppressed(otel_context.get_current())
+    with suppress_instrumentation():
+        assert _otel.suppressed(otel_context.get_current())
+
+
+def test_unknown_span_processor_layout_assumes_the_spans_are_wanted() -> None:
+    """Without the SDK's tuple of processors the processor cannot tell that it is alone: a sampled
+    request keeps making spans (nothing is lost, it only costs more)."""
+
+    class Provider:
+        _active_span_processor = object()  # no _span_processors
+
+    reader = _otel.span_processors(Provider())
+    assert reader() is None
+    processor = CanonicalLogProcessor(lambda event: None)
+    processor.watch(Provider())
+    assert processor._spans_go_elsewhere()
+    # The SDK's own provider: known layout, and this processor alone.
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    processor.watch(provider)
+    assert not processor._spans_go_elsewhere()
+
+
+def test_span_attributes_without_the_sdk_layout_read_the_public_view() -> None:
+    class Span:
+        attributes = {"db.system": "sqlite"}
+
+    assert {"db.system": "sqlite"} == dict(_otel.span_attributes(Span()))
+
+
+def test_missing_meter_configurator_leaves_metrics_as_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    import opentelemetry.sdk.metrics._internal as metrics_internal
+
+    assert _otel.disabled_meter_configurator() is not None
+    monkeypatch.delattr(metrics_internal, "_disable_meter_configurator")
+    assert _otel.disabled_meter_configurator() is None
+    assert _otel.checks()["sdk.metrics._internal._disable_meter_configurator"] is False
+
+
+def test_missing_sampler_resolver_falls_back_to_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    import opentelemetry.sdk._configuration as configuration
+
+    from otel_canonical_logs.distro import _configured_sampler
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    assert "AlwaysOff" in type(_configured_sampler()).__name__
+    monkeypatch.delattr(configuration, "_get_sampler")
+    assert _otel.configured_sampler() is None
+    assert "ParentBased" in type(_configured_sampler()).__name__
+
+
+def test_resource_hash_is_left_alone_when_resources_cannot_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_canonical_logs import _export
+
+    def broken() -> Any:
+        raise RuntimeError("a different SDK")
+
+    monkeypatch.setattr(Resource, "get_empty", staticmethod(broken))
+    before = Resource.__dict__["__hash__"]
+    _export.cache_resource_hash()
+    assert Resource.__dict__["__hash__"] is before
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[Any, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=RecordEverythingSampler(ALWAYS_ON))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def test_dbapi_internals_missing_take_traced_execution(
+    monkeypatch: pytest.MonkeyPatch, spans: tuple[Any, InMemorySpanExporter]
+) -> None:
+    """Without ``CursorTracer._populate_span`` the lean span path is off: queries go through
+    dbapi's public ``traced_execution`` and still make their CLIENT span with the statement."""
+    from opentelemetry.instrumentation.dbapi import CursorTracer, DatabaseApiIntegration
+
+    from otel_canonical_logs.instrumentation import django_db
+
+    assert _otel.dbapi_lean()
+    with monkeypatch.context() as patched:
+        patched.setattr(_otel, "_checked", {})
+        patched.delattr(CursorTracer, "_populate_span")
+        lean = _otel.dbapi_lean()
+    assert lean is False
+    # What the instrumentor then runs with (traced_execution, which this dbapi still has).
+    monkeypatch.setattr(django_db._settings, "lean", lean)
+
+    provider, exporter = spans
+    integration = DatabaseApiIntegration("t", "sqlite", tracer_provider=provider)
+    raw = sqlite3.connect(":memory:")
+    try:
+        cursor = django_db._Connection(raw, integration).cursor()
+        cursor.execute("SELECT 1")
+        assert [(1,)] == cursor.fetchall()
+    finally:
+        raw.close()
+    (span,) = exporter.get_finished_spans()
+    assert span.kind is SpanKind.CLIENT and "SELECT 1" in str(dict(span.attributes or {}).values())
+
+
+def test_function_wrapper_without_self_wrapper_is_not_bypassed() -> None:
+    """A driver ``connect`` whose wrapt layout is unknown keeps its instrumentor's wrapper."""
+
+    class Module:
+        @staticmethod
+        def connect() -> str:
+            return "theirs"
+
+    before = Module.connect
+    from otel_canonical_logs.instrumentation import django_db
+
+    django_db._bypass_driver_tracing(Module)
+    assert Module.connect is before
+    assert _otel.wrapper_of(before) is None
+
+
+def test_cursor_factory_without_the_saved_original_uses_the_traced_factorys_base() -> None:
+    class Base:
+        pass
+
+    class Traced(Base):
+        pass
+
+    class Raw:
+        pass
+
+    assert _otel.original_cursor_factory(Raw(), Traced) is Base
+    assert _otel.original_cursor_factory(Raw(), Base) is None  # no base to go back to: left as is
+    saved = Raw()
+    saved._otel_orig_cursor_factory = Base  # type: ignore[attr-defined]
+    assert _otel.original_cursor_factory(saved, Traced) is Base
+
+
+def test_every_private_detail_is_as_expected_on_the_tested_versions() -> None:
+    """On the versions the suite runs, each check takes the fast path (so the fallbacks above are
+    the exception they are meant to be)."""
+    assert _otel._span_key() is not None
+    assert _otel._suppress_key() is not None
+    assert _otel.dbapi_lean()
+    assert _otel.resource_hash_cacheable()
+    assert _otel.disabled_meter_configurator() is not None
+    provider = TracerProvider()
+    assert _otel.span_processors(provider)() == ()
+    assert all(_otel.checks().values()), _otel.checks()
+    assert trace.get_current_span() is trace.INVALID_SPAN
