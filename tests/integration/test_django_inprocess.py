@@ -364,3 +364,90 @@ def test_unsampled_request_counts_queries_without_spans(traced: Traced) -> None:
     assert event["db_dup_loc"].startswith("shop/views.py:")
     assert [] == [s for s in traced.recorded.spans if s.attributes and "db.system" in s.attributes]
     assert ["GET n-plus-one/"] == [s.name for s in traced.recorded.spans]  # the request itself
+
+
+def test_uninstrument_undoes_everything_instrument_replaced(traced: Traced) -> None:
+    """Every outside attribute the DB and template instrumentors replaced — the driver-``connect``
+    bypass and each backend's ``last_executed_query`` included — is the original again after
+    ``uninstrument()``, and ours again after a new ``instrument()``."""
+    import sqlite3
+
+    from django.db import connection
+    from django.db.backends.base import base as backend_base
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.backends.sqlite3.operations import DatabaseOperations
+    from django.template.base import Template
+    from django.template.loader_tags import ExtendsNode
+    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+
+    from otel_canonical_logs._patching import is_ours
+    from otel_canonical_logs.instrumentation.django_db import DjangoDatabaseInstrumentor
+    from otel_canonical_logs.instrumentation.templates import DjangoTemplateInstrumentor
+
+    def bypassed() -> bool:
+        return is_ours(getattr(sqlite3.dbapi2.connect, "_self_wrapper", None))
+
+    def replaced() -> list[bool]:
+        return [
+            is_ours(BaseDatabaseWrapper.__dict__["connect"]),
+            is_ours(BaseDatabaseWrapper.__dict__["_prepare_cursor"]),
+            is_ours(backend_base.debug_transaction),
+            is_ours(DatabaseOperations.__dict__.get("last_executed_query")),
+            is_ours(Template.__dict__["render"]),
+            is_ours(ExtendsNode.__dict__["render"]),
+        ]
+
+    connection.close()
+    SQLite3Instrumentor().instrument(tracer_provider=traced.provider)
+    try:
+        with connection.cursor() as cursor:  # connects (bypass) and wraps (last_executed_query)
+            cursor.execute("SELECT 1")
+        assert [True] * 6 == replaced() and bypassed()
+        connection.close()
+        DjangoTemplateInstrumentor().uninstrument()
+        DjangoDatabaseInstrumentor().uninstrument()
+        assert [False] * 6 == replaced() and not bypassed()
+        assert sqlite3.dbapi2.connect._self_wrapper.__module__.startswith("opentelemetry.")
+    finally:
+        DjangoDatabaseInstrumentor().instrument(tracer_provider=traced.provider)
+        DjangoTemplateInstrumentor().instrument(tracer_provider=traced.provider)
+        connection.close()
+        SQLite3Instrumentor().uninstrument()
+    assert 10 == _get("/db/")["db_queries"]  # a new connection: last_executed_query is wrapped again
+    assert [True] * 6 == replaced()
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        ("request_state", "/db/"),  # the look-up before every query and render
+        ("_populate_span", "/db/"),  # dbapi's attribute population on the span path
+        ("counting_state", "/tpl/"),  # the render wrapper's decision
+    ],
+)
+def test_a_failure_of_ours_before_the_hosts_call_leaves_the_call_to_the_host(
+    traced: Traced,
+    monkeypatch: pytest.MonkeyPatch,
+    fail_on_internal_errors: list[tuple[str, BaseException]],
+    target: str,
+    path: str,
+) -> None:
+    """Whatever of ours raises before a query or a render runs it as it would run without us:
+    the page is the same, and the failure is counted (once per kind, never raised)."""
+    from django.test import Client
+    from opentelemetry.instrumentation.dbapi import CursorTracer
+
+    from otel_canonical_logs._runtime import runtime
+
+    expected = Client().get(path)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("ours, broken")
+
+    owner: Any = CursorTracer if target == "_populate_span" else type(runtime)
+    monkeypatch.setattr(owner, target, broken)
+    response = Client().get(path)
+    assert (200, expected.content) == (response.status_code, response.content)
+    kinds = {kind for kind, _ in fail_on_internal_errors}
+    assert kinds and kinds <= {"django_db.execute", "django_db.span", "templates.render", "context.set"}
+    fail_on_internal_errors.clear()

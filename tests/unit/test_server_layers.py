@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from otel_canonical_logs import _gevent
-from otel_canonical_logs._request import fields_from_asgi
+from otel_canonical_logs._http import fields_from_asgi
 from otel_canonical_logs.gunicorn import workers
 from otel_canonical_logs.gunicorn.asgi import CanonicalASGI
 from otel_canonical_logs.gunicorn.wsgi import CanonicalWSGI

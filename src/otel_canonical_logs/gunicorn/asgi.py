@@ -11,10 +11,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .. import _guard, _scope
-from .._request import fields_from_asgi
-from . import saturation
+from .._http import fields_from_asgi
+from .layer import ServerLayer, emit_unseen, end_request
 from .workers import UVICORN, WorkerKind
-from .wsgi import emit_unseen, end_request, watchdog_for
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -33,16 +32,13 @@ class _Exchange:
         self.disconnected = False  # the client went away before that
 
 
-class CanonicalASGI:
+class CanonicalASGI(ServerLayer):
     """Wraps a worker's ASGI application (ASGI 3: ``await app(scope, receive, send)``)."""
 
+    app: ASGIApp
+
     def __init__(self, app: ASGIApp, worker: Any = None, kind: WorkerKind = UVICORN) -> None:
-        self.app = app
-        self.worker = worker
-        self.kind = kind
-        self.slot: int = getattr(worker, "_canonical_slot", -1)
-        self._busy = saturation.board.busy
-        self.watchdog = watchdog_for(worker, kind) if worker is not None else None
+        super().__init__(app, worker, kind)
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":

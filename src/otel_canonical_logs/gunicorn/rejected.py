@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _guard
-from .._request import fields_from_environ
+from .._http import fields_from_environ
 from .._runtime import runtime
 from ..event import Event, order
 from . import saturation

@@ -289,7 +289,7 @@ def snapshot_event(
         if running is not None:
             values["timeout_span"] = _describe(running)
     else:
-        from .._request import fields_from_scope
+        from .._http import fields_from_scope
 
         values = fields_from_scope(scope.environ or {})
     values["resp_time"] = round(now - scope.start, 6)

@@ -10,24 +10,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .. import _guard, _scope
-from .._request import fields_from_environ
-from .._runtime import runtime
-from ..event import Event, order
-from . import rejected, saturation
-from .watchdog import Watchdog
+from .._http import fields_from_environ
+from . import rejected
+from .layer import ServerLayer, emit_unseen, end_request
 from .workers import SYNC, WorkerKind
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def watchdog_for(worker: Any, kind: WorkerKind) -> Watchdog | None:
-    """The worker's watchdog, if Gunicorn has a timeout for it."""
-    timeout = float(getattr(getattr(worker, "cfg", None), "timeout", 0) or 0)
-    if worker is None or timeout <= 0:
-        return None
-    tmp = getattr(worker, "tmp", None)
-    heartbeat = getattr(tmp, "last_update", None)
-    return Watchdog(timeout, kind.timeout, heartbeat)
 
 
 def _greenlet_module() -> Any:
@@ -36,18 +24,15 @@ def _greenlet_module() -> Any:
     return greenlet
 
 
-class CanonicalWSGI:
+class CanonicalWSGI(ServerLayer):
     """Wraps a worker's WSGI app. Per request: one context-variable set, two dict operations for
     the watchdog, two byte writes for saturation, and a thin wrapper around the body whose
     ``close()`` (which every WSGI server calls once the body is sent) writes the line."""
 
+    app: WSGIApp
+
     def __init__(self, app: WSGIApp, worker: Any = None, kind: WorkerKind = SYNC) -> None:
-        self.app = app
-        self.worker = worker
-        self.kind = kind
-        self.slot: int = getattr(worker, "_canonical_slot", -1)
-        self._busy = saturation.board.busy
-        self.watchdog = watchdog_for(worker, kind) if worker is not None else None
+        super().__init__(app, worker, kind)
         self._getcurrent = _greenlet_module().getcurrent if kind.greenlets else None
         # Sync workers beat just before accepting a request: that is when the arbiter's
         # timeout clock starts, so the watchdog's does too.
@@ -140,42 +125,6 @@ class CanonicalWSGI:
             emit_unseen(fields_from_environ(environ, path_info), code, failed, elapsed_ns, complete)
         except Exception as exc:
             _guard.report("wsgi.fallback_event", exc)
-
-
-def emit_unseen(
-    fields: dict[str, Any], status: int | None, failed: bool, elapsed_ns: int, complete: bool
-) -> None:
-    """The line of a request no root span saw (a layer in front of Django answered it): the
-    ``req_*`` fields the server layer read, the status it sent (500 for an exception)."""
-    if status:
-        fields["resp_status"] = status
-    elif failed:
-        fields["resp_status"] = 500  # the server answers an exception with a 500
-    fields["resp_time"] = round(elapsed_ns * 1e-9, 6)
-    if not complete and not failed:
-        fields["resp_aborted"] = True
-    fields.update(saturation.board.fields())
-    runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
-
-
-def end_request(
-    scope: _scope.RequestScope, complete: bool, error: BaseException | None, status: int | None = None
-) -> None:
-    """Finish the request's aggregate when its root span ended before the body was sent;
-    ``status``: what the server answered instead of the application's status, if it did."""
-    state = scope.state
-    if state is None or state.root_end_ns is None:
-        return  # no root span, or it has not ended yet: its own end writes the line
-    extra: dict[str, Any] = {}
-    if status is not None:
-        extra["resp_status"] = status
-    if error is not None and state.exc is None and isinstance(error, Exception):
-        state.exc = error  # raised while the body was produced, after the view returned
-    elif not complete and error is None:
-        extra["resp_aborted"] = True
-    processor = runtime.processor
-    if processor is not None:
-        processor.finish(state, time.time_ns(), extra)
 
 
 def _hook_close(body: Any, finish: Callable[[], None]) -> None:

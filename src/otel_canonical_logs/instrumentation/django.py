@@ -13,8 +13,8 @@ from typing import Any
 from opentelemetry import trace
 
 from .. import _guard
+from .._http import fields_from_environ
 from .._patching import Patches
-from .._request import fields_from_environ
 from .._runtime import runtime
 
 _logger = logging.getLogger("otel_canonical_logs")

@@ -1,4 +1,5 @@
-"""Request fields read from the WSGI environ: the same for Django requests and the WSGI fallback."""
+"""The `req_*` fields of a request, read from what the server hands over (a WSGI environ or an ASGI
+scope): the same for Django requests and for those the server layer answers alone. No state."""
 
 from __future__ import annotations
 
