@@ -121,28 +121,29 @@ def safe_value(value: Any, max_len: int = MAX_CHARS) -> str | bool | int | float
 
 def normalise(fields: MutableMapping[Any, Any], max_len: int) -> None:
     """Make an event's fields what every sink can carry, in place (keys keep their positions):
-    safe keys, safe values cut to ``max_len``, no ``None``."""
+    safe keys, safe values cut to ``max_len``, no ``None``. One pass over the usual event (str
+    keys already safe, str/int/float/bool values), which changes nothing."""
     max_len = max(max_len, MIN_MAX_LEN)
-    renamed = False
-    for key, value in list(fields.items()):
+    cached = KEY_CACHE.get
+    drop = renamed = False
+    for key, value in fields.items():  # assigning to an existing key keeps the dict's size
         kind = type(value)
-        if type(key) is not str or (KEY_CACHE.get(key) or safe_key(key)) != key:
-            renamed = True
-            continue
         if kind is str:
             if len(value) > max_len or not value.isascii():
                 fields[key] = _text(value, max_len)
-        elif kind is float or kind is bool or (kind is int and value in INT64):
-            continue
-        elif value is None:
+        elif kind is not float and kind is not bool and not (kind is int and value in INT64):
+            if value is None:
+                drop = True
+            else:
+                fields[key] = safe_value(value, max_len)
+        if cached(key) != key and (type(key) is not str or safe_key(key) != key):
+            renamed = True
+    if drop:
+        for key in [k for k, v in fields.items() if v is None]:
             del fields[key]
-        else:
-            fields[key] = safe_value(value, max_len)
     if renamed:
         items = list(fields.items())
         fields.clear()
         for key, value in items:
-            value = safe_value(value, max_len)
-            if value is not None:
-                # Two keys the same once made safe: the later value, in the earlier's place.
-                fields[safe_key(key)] = value
+            # Two keys the same once made safe: the later value, in the earlier's place.
+            fields[safe_key(key)] = value
