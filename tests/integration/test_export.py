@@ -181,7 +181,7 @@ def _p50(server: GunicornServer, n: int) -> tuple[float, list[str]]:
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_collector_down_costs_requests_nothing_and_export_resumes(
-    protocol: str, gunicorn: Callable[..., GunicornServer], tmp_path_factory: pytest.TempPathFactory
+    protocol: str, gunicorn: Callable[..., GunicornServer]
 ) -> None:
     """Receiver stopped mid-run: same latency, every stdout line, one complaint per worker;
     receiver back on the same port: records flow again."""

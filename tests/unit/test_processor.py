@@ -156,7 +156,7 @@ def test_distinct_statements_are_capped(tracer, recorder: Recorder) -> None:  # 
     assert (event.fields["db_dup_queries"], event.fields["db_dup_sql"]) == (2, "SELECT 0")
 
 
-def test_a_failing_emit_is_contained(fail_on_internal_errors, tracer) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_emit_is_contained(fail_on_internal_errors) -> None:  # type: ignore[no-untyped-def]
     """An exception inside on_end is reported, never raised into the request."""
     provider = TracerProvider()
 
