@@ -321,7 +321,7 @@ class HTTPReceiver(_Receiver):
 # -- OTLP/gRPC ------------------------------------------------------------------------------------
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, received: Received) -> None:
         self.received = received
 
@@ -330,7 +330,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignor
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
+class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
     def __init__(self, received: Received) -> None:
         self.received = received
 
@@ -339,7 +339,7 @@ class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[m
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
-class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
     def __init__(self, received: Received) -> None:
         self.received = received
 
