@@ -356,6 +356,7 @@ def load_with_ids(
 
     def send(http: Any, i: int) -> bool:
         started = time.perf_counter()
+        ok: bool
         try:
             ok = 200 == http.get(server.url(path), headers={"X-Request-ID": rids[i]}, timeout=30).status_code
         except Exception:
