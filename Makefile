@@ -18,7 +18,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python example/demo.py
 
-## lint: ruff and mypy (strict on the package)
+## lint: ruff and mypy (strict on the package and on tests/, which may call untyped libraries)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
@@ -183,8 +183,9 @@ class _Receiver:
     def logs(self) -> list[ReceivedLog]:
         return self.received.logs()
 
-    def wait_for(self, probe: Callable[[_Receiver], T], timeout: float = 15.0) -> T:
-        """Poll ``probe(self)`` until it returns something truthy; return that."""
+    def wait_for(self, probe: Callable[[_Receiver], T | Literal[False] | None], timeout: float = 15.0) -> T:
+        """Poll ``probe(self)`` until it returns something truthy; return that (so never the
+        ``None`` or ``False`` of a probe written as ``next(..., None)`` or ``cond and value``)."""
         deadline = time.monotonic() + timeout
         while True:
             result = probe(self)
@@ -321,7 +322,7 @@ class HTTPReceiver(_Receiver):
 # -- OTLP/gRPC ------------------------------------------------------------------------------------
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, received: Received) -> None:
         self.received = received
 
@@ -330,7 +331,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignor
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
+class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
     def __init__(self, received: Received) -> None:
         self.received = received
 
@@ -339,7 +340,7 @@ class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[m
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
-class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
     def __init__(self, received: Received) -> None:
         self.received = received
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import GunicornServer, database
+from tests.integration.harness import GunicornServer, database, drop_database, prepare_database
+from tests.integration.reliability import internal_errors, wait_for_saturation_sample
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -22,6 +23,26 @@ def module_sqlite_env() -> Iterator[dict[str, str]]:
     """One SQLite database for a module whose subject is not the database."""
     with database("sqlite") as env:
         yield env
+
+
+@pytest.fixture
+def sqlite_env() -> Iterator[dict[str, str]]:
+    """A migrated, seeded SQLite database of its own, for each test."""
+    with database("sqlite") as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def twins() -> Iterator[tuple[GunicornServer, GunicornServer]]:
+    """The example app under ``opentelemetry-instrument gunicorn`` and, beside it, uninstrumented."""
+    env = prepare_database("sqlite")
+    try:
+        with GunicornServer(env=env) as ours, GunicornServer(env=env, instrument=False) as plain:
+            wait_for_saturation_sample(ours)  # so that every line of the module has the g_* keys
+            yield ours, plain
+            assert [] == internal_errors(ours), ours.stderr_text()
+    finally:
+        drop_database(env)
 
 
 @pytest.fixture

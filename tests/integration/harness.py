@@ -29,9 +29,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import requests
+
+if TYPE_CHECKING:
+    import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = REPO_ROOT / "example"
@@ -66,7 +69,8 @@ def free_port() -> int:
     """Ask the kernel for a free loopback port (bind to 0, read it, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _prepend_path(entry: str, existing: str | None) -> str:
@@ -350,7 +354,7 @@ class PostgresUnavailable(RuntimeError):
     pass
 
 
-def _pg_connect(dbname: str = "postgres"):
+def _pg_connect(dbname: str = "postgres") -> psycopg.Connection[Any]:
     import psycopg
 
     try:

@@ -181,8 +181,8 @@ def _query_spans(traced: Traced, path: str) -> list[tuple[Any, ...]]:
             {k: v for k, v in (s.attributes or {}).items()},
             s.status.status_code,
             s.status.description,
-            [(e.name, e.attributes.get("exception.type")) for e in s.events],
-            s.parent.span_id == root.context.span_id,
+            [(e.name, (e.attributes or {}).get("exception.type")) for e in s.events],
+            s.parent is not None and s.parent.span_id == root.context.span_id,
         )
         for s in spans
         if s.attributes and "db.system" in s.attributes
@@ -236,11 +236,12 @@ def test_no_query_spans_when_nothing_but_ours_receives_spans(
 
     traced_calls: list[object] = []
     original = CursorTracer.traced_execution
-    monkeypatch.setattr(
-        CursorTracer,
-        "traced_execution",
-        lambda self, *a, **k: traced_calls.append(a) or original(self, *a, **k),
-    )
+
+    def traced_execution(self: Any, *a: Any, **k: Any) -> Any:
+        traced_calls.append(a)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(CursorTracer, "traced_execution", traced_execution)
     monkeypatch.setattr(processor, "_processors", lambda: (processor,))  # ours alone
     fast = _get("/n-plus-one/")
     assert [] == traced_calls
@@ -284,7 +285,7 @@ def test_template_renders_are_spans(traced: Traced) -> None:
         for s in traced.exporter.get_finished_spans()
         if s.attributes and "django.template.name" in s.attributes
     ]
-    names = sorted((s.name, bool(s.attributes.get("django.template.nested"))) for s in renders)
+    names = sorted((s.name, bool((s.attributes or {}).get("django.template.nested"))) for s in renders)
     assert [("render shop/partials/receipt_line.html", True)] * 3 + [
         ("render shop/receipt.html", False)
     ] == names
@@ -319,6 +320,7 @@ def test_template_time_counts_the_outermost_render_only(traced: Traced) -> None:
     traced.exporter.clear()
     event = _get("/receipt/")
     [top] = [s for s in traced.exporter.get_finished_spans() if s.name == "render shop/receipt.html"]
+    assert top.end_time is not None and top.start_time is not None
     assert round((top.end_time - top.start_time) * 1e-9, 6) == event["tmpl_time"]
 
 
@@ -391,7 +393,7 @@ def test_uninstrument_undoes_everything_instrument_replaced(traced: Traced) -> N
         return [
             is_ours(BaseDatabaseWrapper.__dict__["connect"]),
             is_ours(BaseDatabaseWrapper.__dict__["_prepare_cursor"]),
-            is_ours(backend_base.debug_transaction),
+            is_ours(vars(backend_base)["debug_transaction"]),
             is_ours(DatabaseOperations.__dict__.get("last_executed_query")),
             is_ours(Template.__dict__["render"]),
             is_ours(ExtendsNode.__dict__["render"]),
@@ -407,7 +409,7 @@ def test_uninstrument_undoes_everything_instrument_replaced(traced: Traced) -> N
         DjangoTemplateInstrumentor().uninstrument()
         DjangoDatabaseInstrumentor().uninstrument()
         assert [False] * 6 == replaced() and not bypassed()
-        assert sqlite3.dbapi2.connect._self_wrapper.__module__.startswith("opentelemetry.")
+        assert getattr(sqlite3.dbapi2.connect, "_self_wrapper", None).__module__.startswith("opentelemetry.")
     finally:
         DjangoDatabaseInstrumentor().instrument(tracer_provider=traced.provider)
         DjangoTemplateInstrumentor().instrument(tracer_provider=traced.provider)

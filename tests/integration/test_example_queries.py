@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "example"
 
@@ -33,7 +34,9 @@ def _measure() -> None:
     for path in sys.argv[1:]:
         raw: list[dict[str, object]] = []
 
-        def record(execute, sql, params, many, context, raw=raw):
+        def record(  # a Django execute wrapper
+            execute: Any, sql: str, params: Any, many: bool, context: Any, raw: list[dict[str, object]] = raw
+        ) -> Any:
             raw.append({"sql": sql, "params": list(params or ())})
             return execute(sql, params, many, context)
 
@@ -53,7 +56,7 @@ def _measure() -> None:
     json.dump(report, sys.stdout)
 
 
-def measure(db_env: dict[str, str], *paths: str) -> dict[str, dict]:
+def measure(db_env: dict[str, str], *paths: str) -> dict[str, dict[str, Any]]:
     env = dict(os.environ, **db_env, DJANGO_SETTINGS_MODULE="mysite.settings")
     result = subprocess.run(
         [sys.executable, __file__, *paths],
@@ -65,10 +68,11 @@ def measure(db_env: dict[str, str], *paths: str) -> dict[str, dict]:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    report: dict[str, dict[str, Any]] = json.loads(result.stdout)
+    return report
 
 
-def test_query_counts(db_env):
+def test_query_counts(db_env: dict[str, str]) -> None:
     report = measure(db_env, "/db/", "/n-plus-one/", "/books/", "/ok/", "/tpl/", "/debug-cursor/")
 
     db = report["/db/"]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 
 from tests.integration.harness import GunicornServer, events, http_session
 
 
-def test_example_app_under_plain_gunicorn(gunicorn, db_env):
+def test_example_app_under_plain_gunicorn(
+    gunicorn: Callable[..., GunicornServer], db_env: dict[str, str]
+) -> None:
     server = gunicorn(env=db_env, instrument=False)
     assert "opentelemetry-instrument" not in " ".join(server.command)
     assert "--no-control-socket" in server.command
@@ -49,7 +52,7 @@ def test_example_app_under_plain_gunicorn(gunicorn, db_env):
     assert events(server.stdout_lines) == []
 
 
-def test_server_fails_loudly_on_a_broken_wsgi_target():
+def test_server_fails_loudly_on_a_broken_wsgi_target() -> None:
     server = GunicornServer(instrument=False, wsgi="mysite.no_such_module")
     with pytest.raises(RuntimeError, match="exited early") as excinfo:
         server.start()
@@ -57,7 +60,7 @@ def test_server_fails_loudly_on_a_broken_wsgi_target():
     assert not server.is_running()
 
 
-def test_events_rejects_non_canonical_lines():
+def test_events_rejects_non_canonical_lines() -> None:
     assert events(['event_type="request" req_path="/ok/" resp_status=200']) == [
         {"event_type": "request", "req_path": "/ok/", "resp_status": "200"}
     ]

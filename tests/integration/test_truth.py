@@ -127,7 +127,8 @@ def _measure(env: dict[str, str]) -> list[dict[str, Any]]:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    measured: list[dict[str, Any]] = json.loads(result.stdout)
+    return measured
 
 
 # -- the same requests on real Gunicorn -------------------------------------------------------------

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -97,14 +98,14 @@ def _no_internal_errors(server: GunicornServer, bare: GunicornServer | None = No
 
 
 @pytest.fixture(scope="module")
-def in_process(db_env: dict[str, str]) -> dict[str, dict]:
+def in_process(db_env: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Each path run in-process through Django's test client, queries captured over every alias."""
     return measure(db_env, *(p for p in PATHS if p != "/health"))
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_worker_type_answers_as_without_us_with_one_true_line(
-    gunicorn: Start, db_env: dict[str, str], in_process: dict[str, dict], kind: str
+    gunicorn: Start, db_env: dict[str, str], in_process: dict[str, dict[str, Any]], kind: str
 ) -> None:
     """Status and body equal the bare app's; exactly one line per request; db_queries is Django's."""
     bare = _start(gunicorn, kind, db_env, instrument=False)

@@ -1,4 +1,5 @@
-"""``make stress``: the long versions of tests/integration/test_reliability.py, and a summary table.
+"""``make stress``: the long versions of the reliability tests (their shared load cases are in
+tests/integration/reliability.py), and a summary table.
 
     python -m tests.stress.run [--scale 1.0] [--cases hostile,rejected,...]
 
@@ -35,7 +36,7 @@ from typing import Any
 from django.utils.encoding import repercent_broken_unicode
 
 from tests.integration.harness import GunicornServer, drop_database, http_session, prepare_database
-from tests.integration.test_reliability import (
+from tests.integration.reliability import (
     REJECTED,
     Blackhole,
     Tally,
@@ -355,6 +356,7 @@ def load_with_ids(
 
     def send(http: Any, i: int) -> bool:
         started = time.perf_counter()
+        ok: bool
         try:
             ok = 200 == http.get(server.url(path), headers={"X-Request-ID": rids[i]}, timeout=30).status_code
         except Exception:

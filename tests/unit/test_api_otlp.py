@@ -27,7 +27,8 @@ def records(pipeline: Pipeline) -> Iterator[InMemoryLogRecordExporter]:
 
 
 def _by_event(exporter: InMemoryLogRecordExporter) -> dict[str, Any]:
-    return {r.log_record.attributes["event_type"]: r.log_record for r in exporter.get_finished_logs()}
+    records = [r.log_record for r in exporter.get_finished_logs()]
+    return {str((r.attributes or {})["event_type"]): r for r in records}
 
 
 @on_error(return_value=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -195,7 +196,7 @@ def test_log_records_at_a_full_queue_are_dropped_and_counted() -> None:
     finally:
         exporter.release.set()
     processor.shutdown()
-    bodies = sorted(r.log_record.body for r in exporter.get_finished_logs())
+    bodies = sorted(str(r.log_record.body) for r in exporter.get_finished_logs())
     assert ["in flight", "record 0", "record 1", "record 2"] == bodies
 
 
@@ -292,8 +293,12 @@ def test_resource_hash_is_computed_once_and_unchanged(monkeypatch: pytest.Monkey
     expected = hash(a)  # before caching (or cached already by an earlier configure: same value)
     _export.cache_resource_hash()
     dumps = []
-    original_dumps = resources.dumps
-    monkeypatch.setattr(resources, "dumps", lambda *a, **k: dumps.append(1) or original_dumps(*a, **k))
+
+    def counting_dumps(*a: Any, **k: Any) -> str:
+        dumps.append(1)
+        return json.dumps(*a, **k)  # what the resources module imported as its dumps
+
+    monkeypatch.setattr(resources, "dumps", counting_dumps)
     b = Resource({"service.name": "shop", "process.pid": 1})
     c = Resource({"service.name": "shop", "process.pid": 2})
     hashes = [hash(b) for _ in range(5)]

@@ -55,6 +55,7 @@ def test_library_only_traceback_falls_back_to_the_innermost_frame() -> None:
     try:
         json.loads("{not json")
     except json.JSONDecodeError as exc:
+        assert exc.__traceback__ is not None
         exc.__traceback__ = exc.__traceback__.tb_next  # drop this test's own frame
         loc, cause = _frames.exception_locations(exc)
     assert loc == cause and loc is not None and loc.startswith("json/decoder.py:")

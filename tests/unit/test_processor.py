@@ -143,14 +143,20 @@ def test_internal_roots_are_not_requests(tracer, recorder: Recorder) -> None:  #
 
 
 def test_distinct_statements_are_capped(tracer, recorder: Recorder) -> None:  # type: ignore[no-untyped-def]
-    """Past the statement cap, queries still count but are not tracked one by one."""
+    """Past the statement cap (50 in the fixture), queries still count but are not tracked one by
+    one: a statement first seen beyond the cap, however often repeated, is no duplicate."""
     with tracer.start_as_current_span("GET /", kind=SpanKind.SERVER):
         for i in range(80):
             _db(tracer, f"SELECT {i}")
-    assert recorder.events[0].fields["db_queries"] == 80
+        for _ in range(5):
+            _db(tracer, "SELECT 79")  # beyond the cap: counted, never tracked
+        _db(tracer, "SELECT 0")  # within the cap: its repeat is a duplicate
+    [event] = recorder.events
+    assert event.fields["db_queries"] == 86
+    assert (event.fields["db_dup_queries"], event.fields["db_dup_sql"]) == (2, "SELECT 0")
 
 
-def test_a_failing_emit_is_contained(fail_on_internal_errors, tracer) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_emit_is_contained(fail_on_internal_errors) -> None:  # type: ignore[no-untyped-def]
     """An exception inside on_end is reported, never raised into the request."""
     provider = TracerProvider()
 

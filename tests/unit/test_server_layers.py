@@ -5,7 +5,7 @@ scopes pass through untouched; the worker-type registry; reading a gunicorn comm
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +195,7 @@ def test_other_asgi_scopes_pass_through_untouched(pipeline: Pipeline, kind: str)
     async def receive() -> dict[str, Any]:
         return {"type": f"{kind}.connect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         return None
 
     scope = {"type": kind}
