@@ -7,8 +7,8 @@ import functools
 import inspect
 import os
 import time
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from opentelemetry import trace
 
@@ -26,7 +26,23 @@ _D = TypeVar("_D")
 _FROM_REQUEST = ("req_id", "req_method", "req_path")
 
 
-def on_error(*, return_value: _D) -> Callable[[Callable[_P, _R]], Callable[_P, _R | _D]]:
+class _Decorator(Generic[_D]):
+    """What ``on_error(return_value=...)`` returns, typed for sync and ``async def`` functions."""
+
+    def __init__(self, decorate: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        self._decorate = decorate
+
+    @overload
+    def __call__(
+        self, function: Callable[_P, Coroutine[Any, Any, _R]]
+    ) -> Callable[_P, Coroutine[Any, Any, _R | _D]]: ...
+    @overload
+    def __call__(self, function: Callable[_P, _R]) -> Callable[_P, _R | _D]: ...
+    def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        return self._decorate(function)
+
+
+def on_error(*, return_value: _D) -> _Decorator[_D]:
     """Catch any ``Exception`` the decorated function raises and return ``return_value`` instead.
 
     Each caught exception emits a ``partial_failure`` event (stdout and OTLP) with the request's
@@ -71,7 +87,7 @@ def on_error(*, return_value: _D) -> Callable[[Callable[_P, _R]], Callable[_P, _
 
         return wrapper
 
-    return decorate
+    return _Decorator(decorate)
 
 
 def _debug() -> bool:
