@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ._patching import Patches
+
 # The names users pass to -k for the gevent worker (Gunicorn's short names and the class paths).
 GEVENT_NAMES = frozenset(
     {
@@ -167,23 +169,24 @@ class _Parked:
     """Stands in for unconfigured settings while gevent patches."""
 
 
+_patches = Patches()
+
+
 def guard_worker_patch(worker_class: Any) -> None:
     """Make the gevent worker's own ``patch()`` safe for Django's lazy settings (arbiter, once)."""
-    original = getattr(worker_class, "patch", None)
-    if original is None or getattr(original, "_otel_canonical_logs", False):
-        return
 
-    def patch(self: Any) -> Any:
-        with _settings_parked():
-            result = original(self)
-        try:
-            _renew_thread_locals()
-        except Exception as exc:
-            from . import _guard
+    def make(original: Any) -> Any:
+        def patch(self: Any) -> Any:
+            with _settings_parked():
+                result = original(self)
+            try:
+                _renew_thread_locals()
+            except Exception as exc:
+                from . import _guard
 
-            _guard.report("gevent.renew_thread_locals", exc)
-        return result
+                _guard.report("gevent.renew_thread_locals", exc)
+            return result
 
-    patch._otel_canonical_logs = True  # type: ignore[attr-defined]
-    patch.__wrapped__ = original  # type: ignore[attr-defined]
-    worker_class.patch = patch
+        return patch
+
+    _patches.patch(worker_class, "patch", make)
