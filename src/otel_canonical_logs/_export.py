@@ -153,12 +153,7 @@ def cache_resource_hash() -> None:
 # -- capped queues, counted drops -----------------------------------------------------------------
 
 
-def _queue_full(processor: Any) -> bool:
-    # The SDK keeps the queue in a deque(maxlen=max_queue_size) on its BatchProcessor; if a
-    # future SDK moves it, nothing is counted here and the SDK still caps and drops on its own.
-    queue = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
-    maxlen = getattr(queue, "maxlen", None)
-    return maxlen is not None and len(queue) >= maxlen  # type: ignore[arg-type]
+_queue_full = _otel.batch_queue_full
 
 
 class CountingBatchSpanProcessor(BatchSpanProcessor):

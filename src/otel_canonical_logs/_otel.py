@@ -107,6 +107,18 @@ def span_attributes(span: Any) -> Mapping[str, Any]:
     return span.attributes or {}
 
 
+def batch_queue_full(processor: Any) -> bool:
+    """Whether an SDK batch processor's queue is full (read per span and per log record).
+
+    The SDK keeps the queue in a ``deque(maxlen=max_queue_size)`` on its ``_batch_processor``;
+    where a release keeps it elsewhere this says False: nothing is counted as dropped here, and
+    the SDK still caps the queue and drops on its own.
+    """
+    queue = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
+    maxlen = getattr(queue, "maxlen", None)
+    return maxlen is not None and len(queue) >= maxlen  # type: ignore[arg-type]
+
+
 def disabled_meter_configurator() -> Any:
     """The SDK's configurator of disabled meters, or None when this SDK has none."""
     try:

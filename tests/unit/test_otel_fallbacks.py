@@ -198,3 +198,18 @@ def test_every_private_detail_is_as_expected_on_the_tested_versions() -> None:
     assert _otel.span_processors(provider)() == ()
     assert all(_otel.checks().values()), _otel.checks()
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_batch_queue_of_an_unknown_layout_is_never_full() -> None:
+    """Where the SDK keeps its batch queue elsewhere, no drop is counted here (the SDK still caps)."""
+    from collections import deque
+
+    class Known:
+        class _batch_processor:  # the SDK's attribute name
+            _queue = deque([1, 2], maxlen=2)
+
+    class Unknown:
+        queue = deque([1, 2], maxlen=2)
+
+    assert _otel.batch_queue_full(Known())
+    assert not _otel.batch_queue_full(Unknown())
