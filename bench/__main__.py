@@ -1,0 +1,51 @@
+"""Benchmark driver for otel-canonical-logs: `make bench`, `make bench-memory`, and profiling.
+
+    python -m bench bench     [--rounds 4] [--duration 5] [--warmup 1] [--configs a,b,...] [--no-write]
+    python -m bench memory    [--requests 100000] [--warmup-requests 2000]
+    python -m bench profile   [--config ours-full] [--path /db/] [--seconds 10]
+
+Run from the repository root; the package docstring (bench/__init__.py) describes the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from .memory import cmd_memory
+from .profiling import cmd_profile
+from .setups import CONFIGS
+from .wallclock import cmd_bench
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="all configurations side by side (make bench)")
+    bench.add_argument("--rounds", type=int, default=4)
+    bench.add_argument("--duration", type=int, default=5, help="measured seconds per endpoint")
+    bench.add_argument("--warmup", type=int, default=1, help="warm-up seconds per endpoint")
+    bench.add_argument(
+        "--configs", help="comma-separated keys (default: all): " + ",".join(c.key for c in CONFIGS)
+    )
+    bench.add_argument("--no-write", action="store_true", help="print the results, leave RESULTS.md alone")
+    memory = sub.add_parser("memory", help="worker RSS over 100,000 /db/ requests (make bench-memory)")
+    memory.add_argument("--requests", type=int, default=100_000)
+    memory.add_argument("--warmup-requests", type=int, default=2_000)
+    profile = sub.add_parser("profile", help="py-spy profile of one configuration's worker under load")
+    profile.add_argument("--config", default="ours-full", choices=[c.key for c in CONFIGS])
+    profile.add_argument("--path", default="/db/")
+    profile.add_argument("--seconds", type=int, default=10)
+    profile.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    profile.add_argument(
+        "--svg", help="flame graph file name under bench/ (default profile-<config>-<path>.svg)"
+    )
+    args = parser.parse_args()
+    # A SIGTERM (timeout, make interrupted) unwinds through the finally blocks that stop the servers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    return {"bench": cmd_bench, "memory": cmd_memory, "profile": cmd_profile}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
