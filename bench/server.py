@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,9 +149,31 @@ def stats_delta(after: dict, before: dict) -> dict[str, dict[str, int]]:
 class Server:
     """One Gunicorn master + one worker (sync, or the configuration's class); stdout/stderr to files."""
 
-    def __init__(self, config: Config, bins: dict[str, Path], sink: Sink | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        bins: dict[str, Path],
+        sink: Sink | None,
+        *,
+        wrapper: Sequence[str | Path] = (),
+        extra_env: dict[str, str] | None = None,
+        pythonpath_first: Sequence[Path] = (),
+        extra_args: Sequence[str] = (),
+        name: str | None = None,
+        ready_timeout: float = 60,
+        probe_timeout: float = 5,
+        stop_timeout: float = 40,
+    ) -> None:
+        """Start the server and wait until it answers `/ok/`.
+
+        The keyword options are for running it under a tool (bench/instructions.py: valgrind):
+        `wrapper` goes in front of the command, `extra_env` over the environment,
+        `pythonpath_first` before the bench's PYTHONPATH, `extra_args` after Gunicorn's own;
+        `name` (default: the configuration's key) names the log files.
+        """
         self.config = config
         self.port = free_port()
+        self.stop_timeout = stop_timeout
         bindir = venv_bin(config, bins)
         env = base_env()
         env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
@@ -160,6 +183,9 @@ class Server:
                     raise RuntimeError(f"{config.key} needs the sink")
                 value = sink.url
             env[key] = value
+        env.update(extra_env or {})
+        if pythonpath_first:
+            env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath_first), env["PYTHONPATH"]])
         cmd: list[str | Path] = [
             bindir / "gunicorn",
             config.app,
@@ -175,12 +201,15 @@ class Server:
             "--log-level",
             "warning",
             *config.gunicorn_args,
+            *extra_args,
         ]
         if config.instrument:
             cmd = [bindir / "opentelemetry-instrument", *cmd]
+        cmd = [*wrapper, *cmd]
         LOGS.mkdir(parents=True, exist_ok=True)
-        self.out_path = LOGS / f"{config.key}.out"
-        self.err_path = LOGS / f"{config.key}.err"
+        name = name or config.key
+        self.out_path = LOGS / f"{name}.out"
+        self.err_path = LOGS / f"{name}.err"
         self.lines_before = count_lines(self.out_path)
         self.stdout = open(self.out_path, "ab")  # noqa: SIM115 - a file, never an undrained pipe
         self.stderr = open(self.err_path, "ab")  # noqa: SIM115
@@ -188,18 +217,18 @@ class Server:
             cmd, cwd=EXAMPLE, env=env, stdout=self.stdout, stderr=self.stderr, start_new_session=True
         )
         self.requests = 0  # requests sent to this server (readiness, warm-up, load)
-        self._wait_ready()
+        self._wait_ready(ready_timeout, probe_timeout)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
+    def _wait_ready(self, timeout: float, probe_timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 break
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=probe_timeout)
                 conn.request("GET", "/ok/")
                 status = conn.getresponse().status
                 conn.close()
@@ -217,10 +246,15 @@ class Server:
         )
 
     def worker_pid(self) -> int:
-        """The worker: the only child of the Gunicorn master."""
+        """The worker: the only child of the Gunicorn master (a child of any of its threads)."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            children = []
+            for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+                try:
+                    children += (task / "children").read_text().split()
+                except OSError:  # a thread that just ended
+                    continue
             if children:
                 return int(children[0])
             time.sleep(0.1)
@@ -231,7 +265,7 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=40)
+                self.proc.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
