@@ -45,6 +45,13 @@ bench: $(STAMP)
 bench-memory: $(STAMP)
 	$(BIN)/python -m bench memory
 
+## bench-instructions: instructions per request of every configuration under callgrind (deterministic,
+## unlike wall-clock); needs valgrind. Compare two trees: `.venv/bin/python -m bench instructions
+## --compare-src OLD_CHECKOUT` (bench/instructions.py).
+.PHONY: bench-instructions
+bench-instructions: $(STAMP)
+	$(BIN)/python -m bench instructions
+
 ## stress: the long reliability cases (tests/stress/run.py: hostile input, rejected requests, concurrency,
 ## worker kills, blackholed collector, leaked spans, 100,000-request RSS) and their summary table.
 ## Needs PostgreSQL like `make test`; `make stress SCALE=0.05` for a quick look.

@@ -1,4 +1,4 @@
-"""Benchmark driver for otel-canonical-logs: `make bench`, `make bench-memory`, and profiling.
+"""Benchmark driver for otel-canonical-logs: `make bench`, `make bench-memory`, profiling, callgrind.
 
 Run from the repository root as `python -m bench <command>` (bench/__main__.py lists them).
 
@@ -28,6 +28,7 @@ The modules:
 - server: the SQLite file, the OTLP sink, Gunicorn servers, wrk
 - results: bench/RESULTS.md sections and the `make bench` tables
 - wallclock, memory, profiling: the `bench`, `memory` and `profile` commands
+- instructions: the `instructions` command (callgrind counts, `make bench-instructions`)
 
 tests/stress/run.py imports bench.server and bench.setups (see bench/server.py).
 """

@@ -3,6 +3,8 @@
     python -m bench bench     [--rounds 4] [--duration 5] [--warmup 1] [--configs a,b,...] [--no-write]
     python -m bench memory    [--requests 100000] [--warmup-requests 2000]
     python -m bench profile   [--config ours-full] [--path /db/] [--seconds 10]
+    python -m bench instructions [--configs a,b,...] [--endpoints /ok/,...] [--requests 100]
+                                 [--src TREE] [--compare-src OLD_TREE] [--no-write]
 
 Run from the repository root; the package docstring (bench/__init__.py) describes the method.
 """
@@ -13,6 +15,8 @@ import argparse
 import signal
 import sys
 
+from .common import ENDPOINTS
+from .instructions import cmd_instructions
 from .memory import cmd_memory
 from .profiling import cmd_profile
 from .setups import CONFIGS
@@ -41,10 +45,52 @@ def main() -> int:
     profile.add_argument(
         "--svg", help="flame graph file name under bench/ (default profile-<config>-<path>.svg)"
     )
+    instr = sub.add_parser(
+        "instructions",
+        help="instructions per request under callgrind, every configuration (make bench-instructions)",
+        description="Instructions per request of each configuration's worker, counted by callgrind "
+        "(see bench/instructions.py).",
+    )
+    instr.add_argument(
+        "--configs", help="comma-separated keys (default: all): " + ",".join(c.key for c in CONFIGS)
+    )
+    instr.add_argument("--endpoints", help="comma-separated (default: all): " + ",".join(ENDPOINTS))
+    instr.add_argument("--requests", type=int, default=100, help="measured requests per endpoint")
+    instr.add_argument("--warmup", type=int, default=30, help="warm-up requests per endpoint")
+    instr.add_argument(
+        "--settle",
+        type=float,
+        default=10,
+        help="configurations that export: seconds without an export before each dump",
+    )
+    instr.add_argument(
+        "--idle", type=float, default=10, help="seconds of the idle measurement per server (0: skip it)"
+    )
+    instr.add_argument(
+        "--src", help="a checkout whose src/ the ours-* configurations run (default: this tree)"
+    )
+    instr.add_argument(
+        "--compare-src",
+        metavar="OLD_CHECKOUT",
+        help="also measure this checkout's src/ as 'before' (--src or this tree is 'after') and compare",
+    )
+    instr.add_argument(
+        "--json", help="raw figures to this file (default bench/.work/instructions-<time>.json)"
+    )
+    instr.add_argument(
+        "--section", help="RESULTS.md section name (default: instructions, or instructions-compare)"
+    )
+    instr.add_argument("--no-write", action="store_true", help="print the results, leave RESULTS.md alone")
     args = parser.parse_args()
     # A SIGTERM (timeout, make interrupted) unwinds through the finally blocks that stop the servers.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    return {"bench": cmd_bench, "memory": cmd_memory, "profile": cmd_profile}[args.command](args)
+    commands = {
+        "bench": cmd_bench,
+        "memory": cmd_memory,
+        "profile": cmd_profile,
+        "instructions": cmd_instructions,
+    }
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

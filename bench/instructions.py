@@ -1,0 +1,492 @@
+"""`make bench-instructions`: instructions per request, a count this machine's load cannot blur.
+
+Wall-clock figures on this shared 2-core machine swing 2-4x between runs. Here each `make bench`
+configuration runs its Gunicorn (same venv, environment and arguments as the wall-clock bench,
+one worker of its class) under `valgrind --tool=callgrind --trace-children=yes`, and the worker's
+instructions are counted between two callgrind dumps around N sequential requests:
+
+1. start the server under valgrind and poll `/ok/` until it answers (minutes: Python runs about
+   50x slower under callgrind);
+2. warm up every endpoint (--warmup requests each); for a configuration that exports, wait until
+   the OTLP sink has seen nothing for --settle seconds, so no warm-up span is exported later;
+3. per endpoint: `callgrind_control -d <worker>` (a dump zeroes the counters), N requests one
+   after another over one HTTP/1.1 client (it reconnects when the server closes, as `wrk -c1`
+   does: the sync worker closes every connection, Uvicorn keeps it; a fresh connection starts
+   each window), for an exporting configuration the same wait for the exports, then
+   `callgrind_control -d <worker>` again. That dump's total is every instruction the worker ran
+   in the window, all its threads summed (callgrind keeps one set of counters for all threads
+   unless --separate-threads=yes): the requests, their export, and whatever ran meanwhile;
+4. idle (--idle seconds, 0 to skip): a dump, that long without requests, a dump: what the worker
+   runs per second only because time passes (Uvicorn's 0.1 s tick, our watchdog's 1 s tick,
+   batch-processor timers). A window holds about this rate x its length, a share that grows when
+   the machine runs slower; *net* per request is the count less that estimate. The sync worker
+   idles at 0, ours about 7 k/s, a UvicornWorker about 650 k/s: under valgrind a request takes
+   about 50x longer than natively, so without the correction Uvicorn's tick would weigh 50x more
+   than it does in production (about 1.5 % of an ASGI `/ok/` here). Comparisons use net.
+
+Every server gets PYTHONHASHSEED=0; the OTLP sink runs outside valgrind. callgrind counts
+user-space instructions only (no kernel time, no I/O wait).
+
+--src TREE: the configurations that run our package (ours-*: the dev venv under
+opentelemetry-instrument) import it from TREE/src instead of this tree's. --compare-src OLD
+measures OLD and then --src (default: this tree) in one run and reports before, after and the
+difference per configuration and endpoint; configurations that run no code from src/ are measured
+once. Each tree's src/ is copied to bench/.work/trees/ first (byte-compiled there), so the
+checkouts are never written to and cannot change mid-run. The entry points (our distro,
+configurator and instrumentors) are still those the dev venv was installed with; a tree whose
+pyproject.toml declares others is flagged in the notes.
+
+The callgrind files stay in bench/.work/callgrind/<configuration>[-<tree>]/ (cg.<worker>.<n>:
+n = 1 warm-up, then zero point and window per endpoint, then the idle pair); `callgrind_annotate`
+on a window's file shows where its instructions went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .common import DEV_BIN, ENDPOINTS, ROOT, WORK, log
+from .results import command_line, machine_lines, versions_line, write_section
+from .server import Server, Sink, prepare_db
+from .setups import ASGI_PACKAGES, CONFIG_BY_KEY, CONFIGS, Config
+from .venvs import dev_versions, ensure_venv, venv_requirements
+
+CALLGRIND = WORK / "callgrind"
+TREES = WORK / "trees"
+GUNICORN_TIMEOUT = 600  # s: Gunicorn's worker timeout; under valgrind a request can take seconds
+READY_TIMEOUT = 15 * 60  # s: start-up under valgrind (imports, Django setup, the first request)
+REQUEST_TIMEOUT = 300  # s, per request
+SETTLE_MAX = 300  # s: give up waiting for the exports after this long
+NOTE = "callgrind counts user-space instructions only (no kernel time, no I/O wait)"
+
+
+@dataclass
+class Tree:
+    label: str  # "before" / "after" (--compare-src), "" otherwise
+    path: Path  # the checkout
+    src: Path  # the copy of its src/ that goes on PYTHONPATH
+    commit: str  # short hash, "+dirty" if src/ has uncommitted changes
+
+
+@dataclass
+class Window:
+    config: str
+    tree: str  # the tree's label; "" for a configuration that runs no code from src/
+    endpoint: str
+    requests: int
+    instructions: int  # the worker's, all threads, over the window
+    seconds: float  # wall-clock length of the window (requests + waiting for exports)
+    dump: str  # the callgrind file of the window
+    idle_per_second: float = 0.0  # the same worker's idle rate (see Idle), 0 if not measured
+
+    @property
+    def per_request(self) -> float:
+        return self.instructions / self.requests
+
+    @property
+    def time_driven(self) -> float:
+        """Per request: what the worker's idle rate adds over the window's length (an estimate)."""
+        return self.idle_per_second * self.seconds / self.requests
+
+    @property
+    def net_per_request(self) -> float:
+        """Per request, less the time-driven part: what does not grow when the machine is slower."""
+        return self.per_request - self.time_driven
+
+
+@dataclass
+class Idle:
+    config: str
+    tree: str
+    seconds: float
+    instructions: int
+
+    @property
+    def per_second(self) -> float:
+        return self.instructions / self.seconds
+
+
+def uses_src(config: Config) -> bool:
+    """Whether the configuration runs our package (the dev venv under opentelemetry-instrument)."""
+    return config.venv == "dev" and config.instrument
+
+
+def snapshot(label: str, path: Path) -> Tree:
+    """Copy PATH/src to bench/.work/trees/<label>/src and byte-compile it there."""
+    src = path / "src"
+    if not (src / "otel_canonical_logs" / "__init__.py").exists():
+        sys.exit(f"{path}: no src/otel_canonical_logs in this tree")
+    copy = TREES / (label or "src") / "src"
+    shutil.rmtree(copy.parent, ignore_errors=True)
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    subprocess.run([DEV_BIN / "python", "-m", "compileall", "-q", copy], check=True)
+    git = ["git", "-C", str(path)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    commit = head.stdout.strip() or "not a git checkout"
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True)
+    if dirty.stdout.strip():
+        commit += "+dirty"
+    return Tree(label, path, copy, commit)
+
+
+def entry_points(tree: Path) -> dict[str, dict[str, str]]:
+    with open(tree / "pyproject.toml", "rb") as f:
+        return dict(tomllib.load(f).get("project", {}).get("entry-points", {}))
+
+
+class Client:
+    """Sequential GETs over one HTTP/1.1 connection, reopened whenever the server closes it."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+        self.sent = 0
+
+    def get(self, path: str, count: int) -> None:
+        self.conn.close()  # every batch starts on a fresh connection, whatever the last one did
+        for _ in range(count):
+            self.conn.request("GET", path)
+            response = self.conn.getresponse()
+            response.read()
+            self.sent += 1
+            if response.status != 200:
+                raise RuntimeError(f"GET {path}: HTTP {response.status}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass
+class Dump:
+    total: int  # instructions since the previous dump
+    path: Path  # its file
+    at: float  # when it was taken (monotonic; the middle of the callgrind_control call)
+
+
+def dump(worker: int, outdir: Path) -> Dump:
+    """`callgrind_control -d`: write the worker's counters since the last dump and zero them."""
+    pattern = re.compile(rf"cg\.{worker}\.(\d+)$")
+    before = {p.name for p in outdir.iterdir()}
+    called = time.monotonic()
+    subprocess.run(
+        ["callgrind_control", "-d", str(worker)],
+        check=True,
+        capture_output=True,
+        timeout=REQUEST_TIMEOUT,
+    )
+    at = (called + time.monotonic()) / 2
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        parts = {}
+        for p in outdir.iterdir():
+            match = pattern.match(p.name)
+            if match and p.name not in before:
+                parts[int(match.group(1))] = p
+        if parts:
+            newest = parts[max(parts)]
+            totals = re.search(r"^totals:\s+(\d+)", newest.read_text(errors="replace"), re.M)
+            if totals:
+                return Dump(int(totals.group(1)), newest, at)
+        time.sleep(0.2)
+    raise RuntimeError(f"callgrind_control -d {worker}: no new dump with totals in {outdir}")
+
+
+def settle(sink: Sink, since: float, quiet_for: float) -> None:
+    """Wait until the sink has received nothing for `quiet_for` s (counted from `since` at least)."""
+    last, changed, start = sink.stats(), since, time.monotonic()
+    while time.monotonic() - changed < quiet_for:
+        if time.monotonic() - start > SETTLE_MAX:
+            raise RuntimeError(f"the exports did not stop within {SETTLE_MAX} s")
+        time.sleep(0.5)
+        now = sink.stats()
+        if now != last:
+            last, changed = now, time.monotonic()
+
+
+def measure(
+    config: Config,
+    tree: Tree | None,
+    bins: dict[str, Path],
+    sink: Sink | None,
+    endpoints: list[str],
+    args: argparse.Namespace,
+) -> tuple[list[Window], Idle | None]:
+    """One configuration (with one tree's src/ if it runs our package): every endpoint, then idle."""
+    label = tree.label if tree else ""
+    name = config.key + (f"-{label}" if label else "")
+    outdir = CALLGRIND / name
+    shutil.rmtree(outdir, ignore_errors=True)
+    outdir.mkdir(parents=True)
+    valgrind = [
+        "valgrind",
+        "--tool=callgrind",
+        "--trace-children=yes",
+        "-q",
+        "--dump-instr=no",
+        "--collect-atstart=yes",
+        f"--callgrind-out-file={outdir}/cg.%p",
+    ]
+    started = time.monotonic()
+    log(f"{name}: starting Gunicorn under callgrind")
+    server = Server(
+        config,
+        bins,
+        sink,
+        wrapper=valgrind,
+        extra_env={"PYTHONHASHSEED": "0"},
+        pythonpath_first=[tree.src] if tree else [],
+        extra_args=["--timeout", str(GUNICORN_TIMEOUT)],
+        name=f"instructions-{name}",
+        ready_timeout=READY_TIMEOUT,
+        probe_timeout=REQUEST_TIMEOUT,
+        stop_timeout=REQUEST_TIMEOUT,
+    )
+    windows: list[Window] = []
+    idle = None
+    client = Client(server.port)
+    try:
+        worker = server.worker_pid()
+        log(f"{name}: ready in {time.monotonic() - started:.0f} s (worker {worker}); warming up")
+        for path in endpoints:
+            client.get(path, args.warmup)
+        if sink and config.uses_sink:
+            settle(sink, time.monotonic(), args.settle)
+        dump(worker, outdir)  # everything up to here: start-up and warm-up
+        for path in endpoints:
+            zero = dump(worker, outdir)  # the zero point (nothing but idle time since the last one)
+            client.get(path, args.requests)
+            if sink and config.uses_sink:
+                settle(sink, time.monotonic(), args.settle)
+            end = dump(worker, outdir)
+            rel = str(end.path.relative_to(ROOT))
+            window = Window(config.key, label, path, args.requests, end.total, end.at - zero.at, rel)
+            windows.append(window)
+            log(
+                f"{name:22} {path:6} {window.per_request:12,.0f} instructions/request "
+                f"({args.requests} requests, {window.seconds:.1f} s)"
+            )
+        if args.idle:
+            zero = dump(worker, outdir)
+            time.sleep(args.idle)
+            end = dump(worker, outdir)
+            idle = Idle(config.key, label, end.at - zero.at, end.total)
+            for window in windows:
+                window.idle_per_second = idle.per_second
+            log(f"{name:22} idle   {idle.per_second:12,.0f} instructions/s")
+        if server.worker_pid() != worker:
+            raise RuntimeError(f"{name}: the worker was replaced during the run")
+    finally:
+        client.close()
+        server.stop()
+    log(f"{name}: done in {time.monotonic() - started:.0f} s")
+    return windows, idle
+
+
+def cmd_instructions(args: argparse.Namespace) -> int:
+    keys = args.configs.split(",") if args.configs else [c.key for c in CONFIGS]
+    unknown = [k for k in keys if k not in CONFIG_BY_KEY]
+    if unknown:
+        sys.exit(f"--configs: unknown: {unknown}")
+    endpoints = args.endpoints.split(",") if args.endpoints else list(ENDPOINTS)
+    if not set(endpoints) <= set(ENDPOINTS):
+        sys.exit(f"--endpoints: one or more of {','.join(ENDPOINTS)}")
+    for tool in ("valgrind", "callgrind_control"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: install the Debian package `valgrind`")
+    configs = [CONFIG_BY_KEY[k] for k in keys]
+    started = dt.datetime.now(dt.UTC)
+    versions = dev_versions()
+    lacking = [n for n in ASGI_PACKAGES if versions[n] is None]
+    if lacking and any(c.asgi and c.venv == "dev" for c in configs):
+        sys.exit(f"the ASGI configurations need {', '.join(lacking)} in the dev venv: run `make venv`")
+    reqs = venv_requirements(versions)
+    bins = {name: ensure_venv(name, reqs[name]) for name in {c.venv for c in configs} - {"dev"}}
+    prepare_db()
+    after = Path(args.src).resolve() if args.src else ROOT
+    if args.compare_src:
+        trees = [snapshot("before", Path(args.compare_src).resolve()), snapshot("after", after)]
+    else:
+        trees = [snapshot("", after)]
+    notes = []
+    for tree in trees:
+        if entry_points(tree.path) != entry_points(ROOT):
+            notes.append(
+                f"{tree.path}/pyproject.toml declares other entry points than this tree's; the dev "
+                "venv's (this tree's) were used"
+            )
+    sink = Sink() if any(c.uses_sink for c in configs) else None
+    windows: list[Window] = []
+    idles: list[Idle] = []
+    runs = sum(len(trees) if uses_src(c) else 1 for c in configs)
+    log(
+        f"{runs} callgrind runs: {', '.join(keys)} x {', '.join(endpoints)}, {args.warmup} warm-up "
+        f"+ {args.requests} measured requests each" + (f"; OTLP sink {sink.url}" if sink else "")
+    )
+    try:
+        for config in configs:
+            for tree in trees if uses_src(config) else [None]:
+                got, idle = measure(config, tree, bins, sink, endpoints, args)
+                windows += got
+                idles += [idle] if idle else []
+    finally:
+        if sink:
+            sink.stop()
+    elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    record = {
+        "started": f"{started:%Y-%m-%dT%H:%M:%SZ}",
+        "seconds": round(elapsed),
+        "command": command_line("make bench-instructions"),
+        "requests": args.requests,
+        "warmup": args.warmup,
+        "trees": [{**asdict(t), "path": str(t.path), "src": str(t.src)} for t in trees],
+        "windows": [
+            {**asdict(w), "per_request": w.per_request, "net_per_request": w.net_per_request} for w in windows
+        ],
+        "idle": [{**asdict(i), "per_second": i.per_second} for i in idles],
+    }
+    json_path = Path(args.json) if args.json else WORK / f"instructions-{started:%Y%m%d-%H%M%S}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(record, indent=1) + "\n")
+    log(f"wrote {json_path}")
+    body = render(args, configs, endpoints, trees, windows, idles, versions, started, elapsed, notes)
+    print(body)
+    if not args.no_write:
+        write_section(args.section or ("instructions-compare" if args.compare_src else "instructions"), body)
+    return 0
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def valgrind_version() -> str:
+    return subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
+
+
+def tree_line(tree: Tree) -> str:
+    name = f"{tree.label}: " if tree.label else ""
+    return f"{name}`{tree.path}` at {tree.commit}"
+
+
+def render(args, configs, endpoints, trees, windows, idles, versions, started, elapsed, notes) -> str:
+    compare = len(trees) == 2
+    title = "`make bench-instructions`" + (" — before/after" if compare else "")
+    out = [f"## {title} — {started:%Y-%m-%d %H:%M} UTC\n"]
+    out.append(f"- command: `{command_line('make bench-instructions')}` ({elapsed / 60:.1f} min)")
+    out.extend(machine_lines())
+    out.append(versions_line(versions, None).removesuffix(", n/a") + f", {valgrind_version()}")
+    src_configs = ", ".join(c.key for c in configs if uses_src(c)) or "none in this run"
+    out.append(
+        f"- our package ({src_configs}) from {'; '.join(tree_line(t) for t in trees)} "
+        "(a copy of its src/ first on PYTHONPATH; the dev venv, example app and other "
+        "configurations are this tree's)"
+    )
+    out.append(
+        f"- method: each configuration's Gunicorn as in `make bench` (one worker) under "
+        f"`valgrind --tool=callgrind --trace-children=yes`, `--timeout {GUNICORN_TIMEOUT}`, "
+        f"PYTHONHASHSEED=0; {args.warmup} warm-up requests per endpoint, then per endpoint "
+        f"`callgrind_control -d` on the worker, {args.requests} sequential requests, "
+        "`callgrind_control -d`: the second dump's total over the requests, all the worker's "
+        "threads (request, exporters, watchdog). Configurations that export wait until the "
+        f"OTLP sink has had nothing for {args.settle:g} s before each dump, so the window holds "
+        "exactly its own requests' exports. Baseline: bare (the ASGI pair: bare-asgi)."
+    )
+    if idles:
+        rates = ", ".join(f"{i.config}{'-' + i.tree if i.tree else ''} {i.per_second:,.0f}" for i in idles)
+        out.append(
+            "- time-driven: a window also holds what the worker runs only because time passes "
+            "(Uvicorn's 0.1 s tick, our watchdog's 1 s tick, batch-processor timers), about its "
+            "idle rate x the window's length, which grows when the machine is slower. Idle rates "
+            f"(instructions/s, {args.idle:g} s without requests): {rates}. *net* = instructions/"
+            "request less that estimate; the comparisons use net."
+        )
+    out.append(f"- note: {NOTE}")
+    for note in notes:
+        out.append(f"- note: {note}")
+    out.append("")
+    table = compare_table if compare else single_table
+    out.extend(table(configs, endpoints, windows))
+    dumps = sorted({str(Path(w.dump).parent) for w in windows})
+    out.append("")
+    out.append(f"Callgrind files: {', '.join(f'`{d}/`' for d in dumps)} (`callgrind_annotate` them).")
+    return "\n".join(out) + "\n"
+
+
+Key = tuple[str, str, str]  # configuration, tree label, endpoint
+
+
+def over(net: dict[Key, float], config: Config, tree: str, endpoint: str) -> float | None:
+    """Net instructions per request over the configuration's baseline (same tree if that runs src/)."""
+    if config.key == config.baseline:
+        return None
+    base_tree = tree if uses_src(CONFIG_BY_KEY[config.baseline]) else ""
+    mine, base = net.get((config.key, tree, endpoint)), net.get((config.baseline, base_tree, endpoint))
+    return None if mine is None or base is None else mine - base
+
+
+def signed(value: float | None) -> str:
+    return "—" if value is None else f"{value:+,.0f}"
+
+
+def single_table(configs, endpoints, windows) -> list[str]:
+    by_key = {(w.config, w.tree, w.endpoint): w for w in windows}
+    net = {k: w.net_per_request for k, w in by_key.items()}
+    rows = [
+        "| configuration | endpoint | instructions / request | time-driven / request | net / request "
+        "| net over baseline / request | baseline |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for c in configs:
+        for p in endpoints:
+            w = by_key.get((c.key, "", p))
+            if w is None:
+                continue
+            extra = over(net, c, "", p)
+            base = net.get((c.baseline, "", p))
+            pct = f" ({extra / base:+.1%})" if extra is not None and base else ""
+            rows.append(
+                f"| {c.key} | `{p}` | {w.per_request:,.0f} | {w.time_driven:,.0f} | "
+                f"{w.net_per_request:,.0f} | {signed(extra)}{pct} | "
+                + ("—" if c.key == c.baseline else c.baseline)
+                + " |"
+            )
+    return rows
+
+
+def compare_table(configs, endpoints, windows) -> list[str]:
+    net = {(w.config, w.tree, w.endpoint): w.net_per_request for w in windows}
+    rows = [
+        "Net instructions per request.",
+        "",
+        "| configuration | endpoint | before | after | Δ | Δ % | over baseline: before → after |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for c in configs:
+        for p in endpoints:
+            if uses_src(c):
+                b, a = net.get((c.key, "before", p)), net.get((c.key, "after", p))
+                if b is None or a is None:
+                    continue
+                delta = f"{a - b:+,.0f} | {(a - b) / b:+.2%}"
+                ob, oa = over(net, c, "before", p), over(net, c, "after", p)
+                base = f"{signed(ob)} → {signed(oa)} (over {c.baseline})"
+            else:
+                one = net.get((c.key, "", p))
+                if one is None:
+                    continue
+                b = a = one
+                delta = "— | —"
+                base = "measured once: runs no code from src/"
+                if c.key != c.baseline:
+                    base = f"{signed(over(net, c, '', p))} (over {c.baseline}); " + base
+            rows.append(f"| {c.key} | `{p}` | {b:,.0f} | {a:,.0f} | {delta} | {base} |")
+    return rows
