@@ -18,11 +18,20 @@ instructions are counted between two callgrind dumps around N sequential request
    unless --separate-threads=yes): the requests, their export, and whatever ran meanwhile;
 4. idle (--idle seconds, 0 to skip): a dump, that long without requests, a dump: what the worker
    runs per second only because time passes (Uvicorn's 0.1 s tick, our watchdog's 1 s tick,
-   batch-processor timers). A window holds about this rate x its length, a share that grows when
-   the machine runs slower; *net* per request is the count less that estimate. The sync worker
+   batch-processor timers), outside the GC. A window holds about this rate x its length, a share
+   that grows when the machine runs slower; it is subtracted as an estimate. The sync worker
    idles at 0, ours about 7 k/s, a UvicornWorker about 650 k/s: under valgrind a request takes
    about 50x longer than natively, so without the correction Uvicorn's tick would weigh 50x more
-   than it does in production (about 1.5 % of an ASGI `/ok/` here). Comparisons use net.
+   than it does in production (about 1.5 % of an ASGI `/ok/` here).
+5. GC: CPython's cyclic collector runs when allocation counts cross its thresholds, and a full
+   collection (tens of millions of instructions, up to 6 % of a 100-request window) falls into
+   one window and not another depending on where start-up and warm-up left the counters. Each
+   dump's instructions inside `gc_collect_main` (inclusive; parsed from the callgrind file) are
+   reported apart.
+
+*net* per request = (window total - GC - idle rate x window length) / N: the figure that repeats
+from run to run. Overheads over the baseline and before/after comparisons use net; the JSON keeps
+every part.
 
 Every server gets PYTHONHASHSEED=0; the OTLP sink runs outside valgrind. callgrind counts
 user-space instructions only (no kernel time, no I/O wait).
@@ -88,11 +97,16 @@ class Window:
     instructions: int  # the worker's, all threads, over the window
     seconds: float  # wall-clock length of the window (requests + waiting for exports)
     dump: str  # the callgrind file of the window
-    idle_per_second: float = 0.0  # the same worker's idle rate (see Idle), 0 if not measured
+    gc: int  # of `instructions`, those in the cyclic garbage collector (gc_collect_main, inclusive)
+    idle_per_second: float = 0.0  # the same worker's idle rate outside the GC (see Idle); 0: not measured
 
     @property
     def per_request(self) -> float:
         return self.instructions / self.requests
+
+    @property
+    def gc_per_request(self) -> float:
+        return self.gc / self.requests
 
     @property
     def time_driven(self) -> float:
@@ -101,8 +115,8 @@ class Window:
 
     @property
     def net_per_request(self) -> float:
-        """Per request, less the time-driven part: what does not grow when the machine is slower."""
-        return self.per_request - self.time_driven
+        """Per request, outside the GC and less the time-driven part: the repeatable figure."""
+        return self.per_request - self.gc_per_request - self.time_driven
 
 
 @dataclass
@@ -111,10 +125,12 @@ class Idle:
     tree: str
     seconds: float
     instructions: int
+    gc: int
 
     @property
     def per_second(self) -> float:
-        return self.instructions / self.seconds
+        """Outside the GC, which the windows' net figures leave out too."""
+        return (self.instructions - self.gc) / self.seconds
 
 
 def uses_src(config: Config) -> bool:
@@ -169,8 +185,46 @@ class Client:
 @dataclass
 class Dump:
     total: int  # instructions since the previous dump
+    gc: int  # of which in the cyclic garbage collector
     path: Path  # its file
     at: float  # when it was taken (monotonic; the middle of the callgrind_control call)
+
+
+GC_FUNCTION = "gc_collect_main"  # CPython's one entry to a collection, any generation (gcmodule.c)
+COMPRESSED = re.compile(r"\((\d+)\)(?: (.*))?$")  # "(id) name" defines a name, "(id)" reuses it
+
+
+def gc_instructions(path: Path) -> int:
+    """Inclusive instructions of GC_FUNCTION in a callgrind file: the costs of the calls to it.
+
+    Format (callgrind_format.html): `fn=` opens a function's block, `cfn=` names the callee of the
+    next `calls=` line, and the line after that holds the call's inclusive cost (position first).
+    """
+    names: dict[str, str] = {}
+    caller = callee = ""
+    total = 0
+    call_cost_next = False
+    with open(path, errors="replace") as f:
+        for line in f:
+            if call_cost_next:
+                call_cost_next = False
+                fields = line.split()
+                if callee == GC_FUNCTION and caller != GC_FUNCTION and len(fields) > 1:
+                    total += int(fields[1])
+            elif line.startswith(("fn=", "cfn=")):
+                key, _, spec = line.rstrip("\n").partition("=")
+                match = COMPRESSED.match(spec)
+                if match:
+                    if match.group(2):
+                        names[match.group(1)] = match.group(2)
+                    spec = names.get(match.group(1), "")
+                if key == "fn":
+                    caller = spec
+                else:
+                    callee = spec
+            elif line.startswith("calls="):
+                call_cost_next = True
+    return total
 
 
 def dump(worker: int, outdir: Path) -> Dump:
@@ -196,7 +250,7 @@ def dump(worker: int, outdir: Path) -> Dump:
             newest = parts[max(parts)]
             totals = re.search(r"^totals:\s+(\d+)", newest.read_text(errors="replace"), re.M)
             if totals:
-                return Dump(int(totals.group(1)), newest, at)
+                return Dump(int(totals.group(1)), gc_instructions(newest), newest, at)
         time.sleep(0.2)
     raise RuntimeError(f"callgrind_control -d {worker}: no new dump with totals in {outdir}")
 
@@ -269,20 +323,22 @@ def measure(
                 settle(sink, time.monotonic(), args.settle)
             end = dump(worker, outdir)
             rel = str(end.path.relative_to(ROOT))
-            window = Window(config.key, label, path, args.requests, end.total, end.at - zero.at, rel)
+            window = Window(config.key, label, path, args.requests, end.total, end.at - zero.at, rel, end.gc)
             windows.append(window)
             log(
-                f"{name:22} {path:6} {window.per_request:12,.0f} instructions/request "
-                f"({args.requests} requests, {window.seconds:.1f} s)"
+                f"{name:22} {path:6} {window.per_request:12,.0f} instructions/request, "
+                f"{window.gc_per_request:10,.0f} in GC ({args.requests} requests, {window.seconds:.1f} s)"
             )
         if args.idle:
             zero = dump(worker, outdir)
             time.sleep(args.idle)
             end = dump(worker, outdir)
-            idle = Idle(config.key, label, end.at - zero.at, end.total)
+            idle = Idle(config.key, label, end.at - zero.at, end.total, end.gc)
             for window in windows:
                 window.idle_per_second = idle.per_second
-            log(f"{name:22} idle   {idle.per_second:12,.0f} instructions/s")
+            log(f"{name:22} idle   {idle.per_second:12,.0f} instructions/s outside the GC")
+        for window in windows:
+            log(f"{name:22} {window.endpoint:6} {window.net_per_request:12,.0f} net instructions/request")
         if server.worker_pid() != worker:
             raise RuntimeError(f"{name}: the worker was replaced during the run")
     finally:
@@ -350,7 +406,14 @@ def cmd_instructions(args: argparse.Namespace) -> int:
         "warmup": args.warmup,
         "trees": [{**asdict(t), "path": str(t.path), "src": str(t.src)} for t in trees],
         "windows": [
-            {**asdict(w), "per_request": w.per_request, "net_per_request": w.net_per_request} for w in windows
+            {
+                **asdict(w),
+                "per_request": w.per_request,
+                "gc_per_request": w.gc_per_request,
+                "time_driven": w.time_driven,
+                "net_per_request": w.net_per_request,
+            }
+            for w in windows
         ],
         "idle": [{**asdict(i), "per_second": i.per_second} for i in idles],
     }
@@ -406,9 +469,15 @@ def render(args, configs, endpoints, trees, windows, idles, versions, started, e
             "- time-driven: a window also holds what the worker runs only because time passes "
             "(Uvicorn's 0.1 s tick, our watchdog's 1 s tick, batch-processor timers), about its "
             "idle rate x the window's length, which grows when the machine is slower. Idle rates "
-            f"(instructions/s, {args.idle:g} s without requests): {rates}. *net* = instructions/"
-            "request less that estimate; the comparisons use net."
+            f"(instructions/s outside the GC, {args.idle:g} s without requests): {rates}."
         )
+    out.append(
+        "- GC: CPython's cyclic collector runs when allocations cross its thresholds, and a full "
+        "collection (tens of millions of instructions) lands in one window and not the next, "
+        "by where the start-up left the counters: it is counted apart (`gc_collect_main`, "
+        "inclusive). *net* = instructions/request less GC and less the time-driven estimate; "
+        "the overheads and comparisons use net."
+    )
     out.append(f"- note: {NOTE}")
     for note in notes:
         out.append(f"- note: {note}")
@@ -441,9 +510,10 @@ def single_table(configs, endpoints, windows) -> list[str]:
     by_key = {(w.config, w.tree, w.endpoint): w for w in windows}
     net = {k: w.net_per_request for k, w in by_key.items()}
     rows = [
-        "| configuration | endpoint | instructions / request | time-driven / request | net / request "
-        "| net over baseline / request | baseline |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "Per request: all the worker's instructions, of which in GC, time-driven (estimate), and net.",
+        "",
+        "| configuration | endpoint | instructions | GC | time-driven | net | net over baseline | baseline |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for c in configs:
         for p in endpoints:
@@ -454,8 +524,8 @@ def single_table(configs, endpoints, windows) -> list[str]:
             base = net.get((c.baseline, "", p))
             pct = f" ({extra / base:+.1%})" if extra is not None and base else ""
             rows.append(
-                f"| {c.key} | `{p}` | {w.per_request:,.0f} | {w.time_driven:,.0f} | "
-                f"{w.net_per_request:,.0f} | {signed(extra)}{pct} | "
+                f"| {c.key} | `{p}` | {w.per_request:,.0f} | {w.gc_per_request:,.0f} | "
+                f"{w.time_driven:,.0f} | {w.net_per_request:,.0f} | {signed(extra)}{pct} | "
                 + ("—" if c.key == c.baseline else c.baseline)
                 + " |"
             )
@@ -463,30 +533,36 @@ def single_table(configs, endpoints, windows) -> list[str]:
 
 
 def compare_table(configs, endpoints, windows) -> list[str]:
-    net = {(w.config, w.tree, w.endpoint): w.net_per_request for w in windows}
+    by_key = {(w.config, w.tree, w.endpoint): w for w in windows}
+    net = {k: w.net_per_request for k, w in by_key.items()}
     rows = [
-        "Net instructions per request.",
+        "Per request. Δ is on net; *all* is every instruction of the window, GC included.",
         "",
-        "| configuration | endpoint | before | after | Δ | Δ % | over baseline: before → after |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| configuration | endpoint | net before | net after | Δ | Δ % | all: before → after "
+        "| GC: before → after | net over baseline: before → after |",
+        "|---|---|---:|---:|---:|---:|---|---|---|",
     ]
     for c in configs:
         for p in endpoints:
             if uses_src(c):
-                b, a = net.get((c.key, "before", p)), net.get((c.key, "after", p))
+                b, a = by_key.get((c.key, "before", p)), by_key.get((c.key, "after", p))
                 if b is None or a is None:
                     continue
-                delta = f"{a - b:+,.0f} | {(a - b) / b:+.2%}"
+                d = a.net_per_request - b.net_per_request
+                delta = f"{d:+,.0f} | {d / b.net_per_request:+.2%}"
                 ob, oa = over(net, c, "before", p), over(net, c, "after", p)
                 base = f"{signed(ob)} → {signed(oa)} (over {c.baseline})"
             else:
-                one = net.get((c.key, "", p))
-                if one is None:
+                b = a = by_key.get((c.key, "", p))
+                if b is None:
                     continue
-                b = a = one
                 delta = "— | —"
                 base = "measured once: runs no code from src/"
                 if c.key != c.baseline:
                     base = f"{signed(over(net, c, '', p))} (over {c.baseline}); " + base
-            rows.append(f"| {c.key} | `{p}` | {b:,.0f} | {a:,.0f} | {delta} | {base} |")
+            rows.append(
+                f"| {c.key} | `{p}` | {b.net_per_request:,.0f} | {a.net_per_request:,.0f} | {delta} | "
+                f"{b.per_request:,.0f} → {a.per_request:,.0f} | "
+                f"{b.gc_per_request:,.0f} → {a.gc_per_request:,.0f} | {base} |"
+            )
     return rows
