@@ -51,8 +51,9 @@ def command_line(default: str) -> str:
 
 RESULTS_HEADER = """# Benchmark results
 
-Written by `python -m bench` (`make bench`, `make bench-memory`, `python -m bench profile`);
-each run replaces its own section between the markers. Text outside the markers is kept.
+Written by `python -m bench` (`make bench`, `make bench-memory`, `make bench-instructions`,
+`python -m bench profile`); each run replaces its own section between the markers. Text outside
+the markers is kept.
 """
 
 
