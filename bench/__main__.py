@@ -67,6 +67,9 @@ def main() -> int:
         "--idle", type=float, default=10, help="seconds of the idle measurement per server (0: skip it)"
     )
     instr.add_argument(
+        "--repeat", type=int, default=1, help="runs of every measurement (tables: medians and spread)"
+    )
+    instr.add_argument(
         "--src", help="a checkout whose src/ the ours-* configurations run (default: this tree)"
     )
     instr.add_argument(

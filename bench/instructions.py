@@ -31,7 +31,12 @@ instructions are counted between two callgrind dumps around N sequential request
 
 *net* per request = (window total - GC - idle rate x window length) / N: the figure that repeats
 from run to run. Overheads over the baseline and before/after comparisons use net; the JSON keeps
-every part.
+every part. Two full runs of the same code agreed to 0.1 % for most cells (non-exporting
+configurations; bare `/db/` 0.4 %). The exporting ones (otel-otlp, ours-full, ours-full-10) moved
+by up to 1.4 % at N=100: their batch processors export on timers too (logs every 1 s, spans every
+5 s), so the number of OTLP POSTs in a window, each a few million instructions, follows its
+length; the tables show the POSTs per window. ours-full-10 adds its random 10 % sampling.
+--repeat K runs everything K times and reports medians with the spread.
 
 Every server gets PYTHONHASHSEED=0; the OTLP sink runs outside valgrind. callgrind counts
 user-space instructions only (no kernel time, no I/O wait).
@@ -58,16 +63,17 @@ import http.client
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .common import DEV_BIN, ENDPOINTS, ROOT, WORK, log
 from .results import command_line, machine_lines, versions_line, write_section
-from .server import Server, Sink, prepare_db
+from .server import Server, Sink, prepare_db, stats_delta
 from .setups import ASGI_PACKAGES, CONFIG_BY_KEY, CONFIGS, Config
 from .venvs import dev_versions, ensure_venv, venv_requirements
 
@@ -99,6 +105,8 @@ class Window:
     dump: str  # the callgrind file of the window
     gc: int  # of `instructions`, those in the cyclic garbage collector (gc_collect_main, inclusive)
     idle_per_second: float = 0.0  # the same worker's idle rate outside the GC (see Idle); 0: not measured
+    posts: dict[str, int] = field(default_factory=dict)  # OTLP POSTs the sink got in the window, by path
+    run: int = 1  # which of --repeat runs
 
     @property
     def per_request(self) -> float:
@@ -274,11 +282,12 @@ def measure(
     sink: Sink | None,
     endpoints: list[str],
     args: argparse.Namespace,
+    run: int = 1,
 ) -> tuple[list[Window], Idle | None]:
     """One configuration (with one tree's src/ if it runs our package): every endpoint, then idle."""
     label = tree.label if tree else ""
-    name = config.key + (f"-{label}" if label else "")
-    outdir = CALLGRIND / name
+    name = config.key + (f"-{label}" if label else "") + (f" #{run}" if args.repeat > 1 else "")
+    outdir = CALLGRIND / name.replace(" #", "-run")
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir(parents=True)
     valgrind = [
@@ -300,7 +309,7 @@ def measure(
         extra_env={"PYTHONHASHSEED": "0"},
         pythonpath_first=[tree.src] if tree else [],
         extra_args=["--timeout", str(GUNICORN_TIMEOUT)],
-        name=f"instructions-{name}",
+        name=f"instructions-{outdir.name}",
         ready_timeout=READY_TIMEOUT,
         probe_timeout=REQUEST_TIMEOUT,
         stop_timeout=REQUEST_TIMEOUT,
@@ -316,18 +325,25 @@ def measure(
         if sink and config.uses_sink:
             settle(sink, time.monotonic(), args.settle)
         dump(worker, outdir)  # everything up to here: start-up and warm-up
+        exporting = sink is not None and config.uses_sink
         for path in endpoints:
+            received = sink.stats() if sink and exporting else {}
             zero = dump(worker, outdir)  # the zero point (nothing but idle time since the last one)
             client.get(path, args.requests)
-            if sink and config.uses_sink:
+            if sink and exporting:
                 settle(sink, time.monotonic(), args.settle)
             end = dump(worker, outdir)
             rel = str(end.path.relative_to(ROOT))
             window = Window(config.key, label, path, args.requests, end.total, end.at - zero.at, rel, end.gc)
+            window.run = run
+            if sink and exporting:
+                delta = stats_delta(sink.stats(), received)
+                window.posts = {k.rsplit("/", 1)[-1]: v.get("requests", 0) for k, v in sorted(delta.items())}
             windows.append(window)
             log(
                 f"{name:22} {path:6} {window.per_request:12,.0f} instructions/request, "
                 f"{window.gc_per_request:10,.0f} in GC ({args.requests} requests, {window.seconds:.1f} s)"
+                + (f"; OTLP POSTs {posts(window)}" if window.posts else "")
             )
         if args.idle:
             zero = dump(worker, outdir)
@@ -383,17 +399,18 @@ def cmd_instructions(args: argparse.Namespace) -> int:
     sink = Sink() if any(c.uses_sink for c in configs) else None
     windows: list[Window] = []
     idles: list[Idle] = []
-    runs = sum(len(trees) if uses_src(c) else 1 for c in configs)
+    runs = args.repeat * sum(len(trees) if uses_src(c) else 1 for c in configs)
     log(
         f"{runs} callgrind runs: {', '.join(keys)} x {', '.join(endpoints)}, {args.warmup} warm-up "
         f"+ {args.requests} measured requests each" + (f"; OTLP sink {sink.url}" if sink else "")
     )
     try:
-        for config in configs:
-            for tree in trees if uses_src(config) else [None]:
-                got, idle = measure(config, tree, bins, sink, endpoints, args)
-                windows += got
-                idles += [idle] if idle else []
+        for run in range(1, args.repeat + 1):
+            for config in configs:
+                for tree in trees if uses_src(config) else [None]:
+                    got, idle = measure(config, tree, bins, sink, endpoints, args, run)
+                    windows += got
+                    idles += [idle] if idle else []
     finally:
         if sink:
             sink.stop()
@@ -478,6 +495,14 @@ def render(args, configs, endpoints, trees, windows, idles, versions, started, e
         "inclusive). *net* = instructions/request less GC and less the time-driven estimate; "
         "the overheads and comparisons use net."
     )
+    if any(w.posts for w in windows):
+        out.append(
+            "- OTLP POSTs: export requests the sink got during the window. The batch processors "
+            "also export on timers (logs every 1 s, spans every 5 s), so how many POSTs carry a "
+            "window's records follows how long it ran, and one POST more or less moves an "
+            "exporting configuration's figure by up to ~1.5 % at 100 requests (what remains of "
+            "wall-clock time in these counts; `--repeat` shows it)."
+        )
     out.append(f"- note: {NOTE}")
     for note in notes:
         out.append(f"- note: {note}")
@@ -493,6 +518,55 @@ def render(args, configs, endpoints, trees, windows, idles, versions, started, e
 Key = tuple[str, str, str]  # configuration, tree label, endpoint
 
 
+@dataclass
+class Cell:
+    """One table cell's windows (one per --repeat run): medians, and the spread of net."""
+
+    windows: list[Window]
+
+    def _median(self, attr: str) -> float:
+        return statistics.median(getattr(w, attr) for w in self.windows)
+
+    @property
+    def per_request(self) -> float:
+        return self._median("per_request")
+
+    @property
+    def gc_per_request(self) -> float:
+        return self._median("gc_per_request")
+
+    @property
+    def time_driven(self) -> float:
+        return self._median("time_driven")
+
+    @property
+    def net_per_request(self) -> float:
+        return self._median("net_per_request")
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of net over the runs; 0 for one run."""
+        nets = [w.net_per_request for w in self.windows]
+        return (max(nets) - min(nets)) / statistics.median(nets)
+
+    @property
+    def posts(self) -> str:
+        keys = sorted({k for w in self.windows for k, n in w.posts.items() if n})
+        return ", ".join(f"{k} " + "/".join(str(w.posts.get(k, 0)) for w in self.windows) for k in keys)
+
+
+def cells(windows: list[Window]) -> dict[Key, Cell]:
+    out: dict[Key, Cell] = {}
+    for w in windows:
+        out.setdefault((w.config, w.tree, w.endpoint), Cell([])).windows.append(w)
+    return out
+
+
+def net_text(cell: Cell) -> str:
+    text = f"{cell.net_per_request:,.0f}"
+    return text + (f" (±{cell.spread / 2:.2%})" if len(cell.windows) > 1 else "")
+
+
 def over(net: dict[Key, float], config: Config, tree: str, endpoint: str) -> float | None:
     """Net instructions per request over the configuration's baseline (same tree if that runs src/)."""
     if config.key == config.baseline:
@@ -502,18 +576,30 @@ def over(net: dict[Key, float], config: Config, tree: str, endpoint: str) -> flo
     return None if mine is None or base is None else mine - base
 
 
+def posts(window: Window) -> str:
+    return ", ".join(f"{k} {n}" for k, n in window.posts.items() if n) or "—"
+
+
+def posts_text(cell: Cell) -> str:
+    return cell.posts or "—"
+
+
 def signed(value: float | None) -> str:
     return "—" if value is None else f"{value:+,.0f}"
 
 
 def single_table(configs, endpoints, windows) -> list[str]:
-    by_key = {(w.config, w.tree, w.endpoint): w for w in windows}
+    by_key = cells(windows)
     net = {k: w.net_per_request for k, w in by_key.items()}
+    runs = max(len(c.windows) for c in by_key.values())
     rows = [
-        "Per request: all the worker's instructions, of which in GC, time-driven (estimate), and net.",
+        "Per request: all the worker's instructions, of which in GC, time-driven (estimate), and net"
+        + (f"; medians of {runs} runs, net ± half its range" if runs > 1 else "")
+        + ".",
         "",
-        "| configuration | endpoint | instructions | GC | time-driven | net | net over baseline | baseline |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| configuration | endpoint | instructions | GC | time-driven | net | net over baseline | baseline "
+        "| OTLP POSTs |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for c in configs:
         for p in endpoints:
@@ -525,22 +611,25 @@ def single_table(configs, endpoints, windows) -> list[str]:
             pct = f" ({extra / base:+.1%})" if extra is not None and base else ""
             rows.append(
                 f"| {c.key} | `{p}` | {w.per_request:,.0f} | {w.gc_per_request:,.0f} | "
-                f"{w.time_driven:,.0f} | {w.net_per_request:,.0f} | {signed(extra)}{pct} | "
+                f"{w.time_driven:,.0f} | {net_text(w)} | {signed(extra)}{pct} | "
                 + ("—" if c.key == c.baseline else c.baseline)
-                + " |"
+                + f" | {posts_text(w)} |"
             )
     return rows
 
 
 def compare_table(configs, endpoints, windows) -> list[str]:
-    by_key = {(w.config, w.tree, w.endpoint): w for w in windows}
+    by_key = cells(windows)
     net = {k: w.net_per_request for k, w in by_key.items()}
+    runs = max(len(c.windows) for c in by_key.values())
     rows = [
-        "Per request. Δ is on net; *all* is every instruction of the window, GC included.",
+        "Per request. Δ is on net; *all* is every instruction of the window, GC included"
+        + (f"; medians of {runs} runs, net ± half its range" if runs > 1 else "")
+        + ".",
         "",
         "| configuration | endpoint | net before | net after | Δ | Δ % | all: before → after "
-        "| GC: before → after | net over baseline: before → after |",
-        "|---|---|---:|---:|---:|---:|---|---|---|",
+        "| GC: before → after | OTLP POSTs: before → after | net over baseline: before → after |",
+        "|---|---|---:|---:|---:|---:|---|---|---|---|",
     ]
     for c in configs:
         for p in endpoints:
@@ -561,8 +650,10 @@ def compare_table(configs, endpoints, windows) -> list[str]:
                 if c.key != c.baseline:
                     base = f"{signed(over(net, c, '', p))} (over {c.baseline}); " + base
             rows.append(
-                f"| {c.key} | `{p}` | {b.net_per_request:,.0f} | {a.net_per_request:,.0f} | {delta} | "
+                f"| {c.key} | `{p}` | {net_text(b)} | {net_text(a)} | {delta} | "
                 f"{b.per_request:,.0f} → {a.per_request:,.0f} | "
-                f"{b.gc_per_request:,.0f} → {a.gc_per_request:,.0f} | {base} |"
+                f"{b.gc_per_request:,.0f} → {a.gc_per_request:,.0f} | "
+                + (f"{posts_text(b)} → {posts_text(a)}" if b.posts or a.posts else "—")
+                + f" | {base} |"
             )
     return rows
