@@ -43,11 +43,18 @@ compose-check: $(STAMP)
 ## bench: ours vs bare Django, gunicorn-django-canonical-logs and plain OTel, side by side (bench/RESULTS.md)
 .PHONY: bench bench-memory
 bench: $(STAMP)
-	$(BIN)/python bench/run.py bench
+	$(BIN)/python -m bench bench
 
 ## bench-memory: worker RSS of ours (full export) before and after 100,000 /db/ requests
 bench-memory: $(STAMP)
-	$(BIN)/python bench/run.py memory
+	$(BIN)/python -m bench memory
+
+## bench-instructions: instructions per request of every configuration under callgrind (deterministic,
+## unlike wall-clock); needs valgrind. Compare two trees: `.venv/bin/python -m bench instructions
+## --compare-src OLD_CHECKOUT` (bench/instructions.py).
+.PHONY: bench-instructions
+bench-instructions: $(STAMP)
+	$(BIN)/python -m bench instructions
 
 ## stress: the long reliability cases (tests/stress/run.py: hostile input, rejected requests, concurrency,
 ## worker kills, blackholed collector, leaked spans, 100,000-request RSS) and their summary table.

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import os
 import random
 import signal
@@ -465,12 +464,13 @@ def case_leaks(scale: float) -> Tally:
 
 
 def load_bench() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    """The bench package (bench/ at the repository root) with the modules case_rss uses."""
+    if str(ROOT) not in sys.path:  # `python -m` from another directory, or a path-based run
+        sys.path.insert(0, str(ROOT))
+    import bench.server
+    import bench.setups
+
+    return bench
 
 
 def case_rss(scale: float) -> Tally:
@@ -478,22 +478,22 @@ def case_rss(scale: float) -> Tally:
     worker, wrk on /db/; RSS after each fifth of the requests; the same < 2 MiB bound."""
     bench = load_bench()
     # Its own log directory: a `make bench` running meanwhile must not share (or delete) our files.
-    bench.LOGS = Path(tempfile.mkdtemp(prefix="canonical-stress-bench-"))
+    bench.server.LOGS = Path(tempfile.mkdtemp(prefix="canonical-stress-bench-"))
     total, warmup = max(2000, int(100_000 * scale)), 2000
-    wrk = bench.ensure_wrk()
-    bench.prepare_db()
-    sink = bench.Sink()
+    wrk = bench.server.ensure_wrk()
+    bench.server.prepare_db()
+    sink = bench.server.Sink()
     try:
-        server = bench.Server(bench.CONFIG_BY_KEY["ours-full"], {}, sink)
+        server = bench.server.Server(bench.setups.CONFIG_BY_KEY["ours-full"], {}, sink)
         try:
             pid = server.worker_pid()
             url = server.url("/db/")
-            warm, rate = bench.load_until(wrk, url, warmup, 5, 200)
+            warm, rate = bench.server.load_until(wrk, url, warmup, 5, 200)
             time.sleep(6)  # the batch processors drain, as bench-memory does
             rss = RssSampler(pid)
             done = 0
             while done < total:
-                n, rate = bench.load_until(wrk, url, min(max(1, total // 5), total - done), 60, rate)
+                n, rate = bench.server.load_until(wrk, url, min(max(1, total // 5), total - done), 60, rate)
                 done += n
                 rss.sample()
                 log(f"  rss: {done} requests, VmRSS {rss.samples[-1]} KiB")
@@ -513,7 +513,7 @@ def case_rss(scale: float) -> Tally:
     tally.lost = max(0, sent - tally.lines)
     tally.notes.append(
         f"RSS growth is last minus first sample, each after a 6 s pause, as in `make bench-memory`; "
-        f"samples (KiB): {rss.samples}; server logs in {bench.LOGS}"
+        f"samples (KiB): {rss.samples}; server logs in {bench.server.LOGS}"
     )
     if replaced:
         tally.notes.append("the worker was replaced during the run")
