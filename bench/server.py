@@ -122,7 +122,8 @@ class Sink:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             conn.request("GET", "/stats")
-            return json.loads(conn.getresponse().read())
+            stats: dict[str, dict[str, int]] = json.loads(conn.getresponse().read())
+            return stats
         finally:
             conn.close()
 
@@ -138,7 +139,9 @@ class Sink:
         return self.out_path.read_text()
 
 
-def stats_delta(after: dict, before: dict) -> dict[str, dict[str, int]]:
+def stats_delta(
+    after: dict[str, dict[str, int]], before: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
     delta: dict[str, dict[str, int]] = {}
     for path, counts in after.items():
         old = before.get(path, {})
@@ -303,8 +306,11 @@ def run_wrk(wrk: str, url: str, seconds: float) -> WrkResult:
         timeout=seconds + 60,
         check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
     done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m),", out)
+    if found is None or done is None:
+        raise RuntimeError(f"unexpected wrk output: {out!r}")
+    rps = float(found.group(1))
     requests = int(done.group(1))
     elapsed = _ms(done.group(2), done.group(3)) / 1e3
     errors = 0

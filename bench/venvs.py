@@ -44,7 +44,7 @@ def dev_versions() -> dict[str, str | None]:
     out = subprocess.run(
         [DEV_BIN / "python", "-c", code, *names, *optional], check=True, capture_output=True, text=True
     ).stdout
-    versions = json.loads(out)
+    versions: dict[str, str | None] = json.loads(out)
     missing = [n for n in names if versions[n] is None]
     if missing:
         sys.exit(f"the dev venv .venv lacks {', '.join(missing)}: run `make venv`")
@@ -93,9 +93,9 @@ def ensure_venv(name: str, requirements: list[str]) -> Path:
     if path.exists():
         shutil.rmtree(path)
     # sys._base_executable: the interpreter behind the dev venv, so every venv runs the same Python.
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", path], check=True)
-    pip = [path / "bin" / "python", "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
+    base: str = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(path)], check=True)
+    pip = [str(path / "bin" / "python"), "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
     subprocess.run([*pip, *requirements], check=True)
     stamp.write_text(wanted)
     return path / "bin"
