@@ -31,12 +31,20 @@ instructions are counted between two callgrind dumps around N sequential request
 
 *net* per request = (window total - GC - idle rate x window length) / N: the figure that repeats
 from run to run. Overheads over the baseline and before/after comparisons use net; the JSON keeps
-every part. Two full runs of the same code agreed to 0.1 % for most cells (non-exporting
-configurations; bare `/db/` 0.4 %). The exporting ones (otel-otlp, ours-full, ours-full-10) moved
-by up to 1.4 % at N=100: their batch processors export on timers too (logs every 1 s, spans every
-5 s), so the number of OTLP POSTs in a window, each a few million instructions, follows its
-length; the tables show the POSTs per window. ours-full-10 adds its random 10 % sampling.
---repeat K runs everything K times and reports medians with the spread.
+every part.
+
+How well it repeats (this machine, N=100): runs of one invocation agree to 0.01 % for the sync,
+non-exporting configurations; separate invocations can land a cell up to ~0.4 % apart (bare `/db/`
+was seen at 11.51 M, 11.52 M and 11.56 M instructions): a function-level diff puts the difference in
+CPython's dict lookups and type-attribute-cache misses (find_name_in_mro), whose collisions follow
+object addresses, i.e. everything allocated before. The ASGI pair moves by ~0.3 % (how often the
+event loop polls while a sync view runs in its thread depends on timing). The exporting
+configurations (otel-otlp, ours-full, ours-full-10) moved by up to 1.4 %: their batch processors
+export on timers too (logs every 1 s, spans every 5 s), so the number of OTLP POSTs in a window,
+each a few million instructions, follows its length (the tables show the POSTs per window);
+ours-full-10 adds its random 10 % sampling. So: compare two trees in one --compare-src run
+(interleaved, same start-up), read deltas under ~0.5 % (~1.5 % when exporting) as noise, and use
+--repeat K for medians with their spread.
 
 Every server gets PYTHONHASHSEED=0; the OTLP sink runs outside valgrind. callgrind counts
 user-space instructions only (no kernel time, no I/O wait).
@@ -50,7 +58,7 @@ checkouts are never written to and cannot change mid-run. The entry points (our 
 configurator and instrumentors) are still those the dev venv was installed with; a tree whose
 pyproject.toml declares others is flagged in the notes.
 
-The callgrind files stay in bench/.work/callgrind/<configuration>[-<tree>]/ (cg.<worker>.<n>:
+The callgrind files stay in bench/.work/callgrind/<configuration>[-t1|-t2][-run<k>]/ (cg.<worker>.<n>:
 n = 1 warm-up, then zero point and window per endpoint, then the idle pair); `callgrind_annotate`
 on a window's file shows where its instructions went.
 """
@@ -92,6 +100,7 @@ class Tree:
     path: Path  # the checkout
     src: Path  # the copy of its src/ that goes on PYTHONPATH
     commit: str  # short hash, "+dirty" if src/ has uncommitted changes
+    slot: str  # "t1", "t2": its directories' names, the same length for both trees (see snapshot)
 
 
 @dataclass
@@ -146,12 +155,17 @@ def uses_src(config: Config) -> bool:
     return config.venv == "dev" and config.instrument
 
 
-def snapshot(label: str, path: Path) -> Tree:
-    """Copy PATH/src to bench/.work/trees/<label>/src and byte-compile it there."""
+def snapshot(label: str, path: Path, slot: str) -> Tree:
+    """Copy PATH/src to bench/.work/trees/<slot>/src and byte-compile it there.
+
+    Both trees' paths have the same length on purpose: PYTHONPATH (so sys.path and every module's
+    __file__) is the only difference between their processes, and strings of other lengths shift
+    the heap enough to move CPython's hash and type-cache collisions by a few 0.1 %.
+    """
     src = path / "src"
     if not (src / "otel_canonical_logs" / "__init__.py").exists():
         sys.exit(f"{path}: no src/otel_canonical_logs in this tree")
-    copy = TREES / (label or "src") / "src"
+    copy = TREES / slot / "src"
     shutil.rmtree(copy.parent, ignore_errors=True)
     shutil.copytree(src, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     subprocess.run([DEV_BIN / "python", "-m", "compileall", "-q", copy], check=True)
@@ -161,7 +175,7 @@ def snapshot(label: str, path: Path) -> Tree:
     dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True)
     if dirty.stdout.strip():
         commit += "+dirty"
-    return Tree(label, path, copy, commit)
+    return Tree(label, path, copy, commit, slot)
 
 
 def entry_points(tree: Path) -> dict[str, dict[str, str]]:
@@ -287,7 +301,10 @@ def measure(
     """One configuration (with one tree's src/ if it runs our package): every endpoint, then idle."""
     label = tree.label if tree else ""
     name = config.key + (f"-{label}" if label else "") + (f" #{run}" if args.repeat > 1 else "")
-    outdir = CALLGRIND / name.replace(" #", "-run")
+    # Named by slot, not label: the same length for both trees (see snapshot).
+    outdir = CALLGRIND / (
+        config.key + (f"-{tree.slot}" if tree else "") + (f"-run{run}" if args.repeat > 1 else "")
+    )
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir(parents=True)
     valgrind = [
@@ -386,9 +403,9 @@ def cmd_instructions(args: argparse.Namespace) -> int:
     prepare_db()
     after = Path(args.src).resolve() if args.src else ROOT
     if args.compare_src:
-        trees = [snapshot("before", Path(args.compare_src).resolve()), snapshot("after", after)]
+        trees = [snapshot("before", Path(args.compare_src).resolve(), "t1"), snapshot("after", after, "t2")]
     else:
-        trees = [snapshot("", after)]
+        trees = [snapshot("", after, "t1")]
     notes = []
     for tree in trees:
         if entry_points(tree.path) != entry_points(ROOT):
@@ -481,7 +498,13 @@ def render(args, configs, endpoints, trees, windows, idles, versions, started, e
         "exactly its own requests' exports. Baseline: bare (the ASGI pair: bare-asgi)."
     )
     if idles:
-        rates = ", ".join(f"{i.config}{'-' + i.tree if i.tree else ''} {i.per_second:,.0f}" for i in idles)
+        by_server: dict[str, list[float]] = {}
+        for i in idles:
+            by_server.setdefault(i.config + (f"-{i.tree}" if i.tree else ""), []).append(i.per_second)
+        rates = ", ".join(
+            f"{name} {statistics.median(r):,.0f}" + (f" ({min(r):,.0f}-{max(r):,.0f})" if len(r) > 1 else "")
+            for name, r in by_server.items()
+        )
         out.append(
             "- time-driven: a window also holds what the worker runs only because time passes "
             "(Uvicorn's 0.1 s tick, our watchdog's 1 s tick, batch-processor timers), about its "
