@@ -57,6 +57,7 @@ class RequestAggregate:
         "fields",
         "in_flight",
         "max_statements",
+        "query_slot",
         "root_context",
         "root_end_ns",
         "root_span",
@@ -94,6 +95,8 @@ class RequestAggregate:
         # Child spans (by span id) and span-less operations (by themselves) started and not yet
         # ended, in start order: a timeout snapshot names the innermost one (the query that hung).
         self.in_flight: dict[object, Any] = {}
+        # The fast path's query while it runs (django_db._run puts it in ``in_flight``).
+        self.query_slot: InFlight | None = None  # made by the first such query
         # Set once the request's event went out early (a timeout): the root's end emits nothing.
         self.done = False
         # Whether the request's spans go anywhere: its trace is sampled and (see the processor)

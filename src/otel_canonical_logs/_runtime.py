@@ -39,13 +39,14 @@ class Runtime:
         sinks: list[Sink] = []
         if _env.env_bool(_env.CANONICAL_LOGS_STDOUT, True):
             fmt = _env.env_choice(_env.CANONICAL_LOGS_FORMAT, "logfmt", ("logfmt", "json"))
-            encoder = jsonl.encode_bytes if fmt == "json" else logfmt.encode_bytes
+            # The fields reach the sinks normalised (the dispatcher): only formatting is left.
+            encoder = jsonl.format_bytes if fmt == "json" else logfmt.format_bytes
             sinks.append(StdoutSink(max_len, encoder=encoder))
         if logger_provider is not None:
             sinks.append(OTelLogSink(logger_provider))
         self.dispatcher.sinks[:] = sinks
         self.dispatcher.max_len = max_len
-        self.processor = CanonicalLogProcessor(self.dispatcher, server_fields=self.server_fields)
+        self.processor = CanonicalLogProcessor(self.dispatcher, server_fields=self._server_fields)
         return self.processor
 
     # -- what integrations register ---------------------------------------------------------
@@ -53,6 +54,8 @@ class Runtime:
     def register_server_fields(self, provider: ServerFields) -> None:
         """Fields the server adds to every event (Gunicorn's saturation sample)."""
         self._server_fields = provider
+        if self.processor is not None:
+            self.processor.server_fields = provider
 
     def server_fields(self) -> dict[str, Any]:
         provider = self._server_fields

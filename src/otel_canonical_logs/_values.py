@@ -34,6 +34,9 @@ _INVALID_KEY_CHARS = re.compile(r"[^a-z0-9_]")
 # attribute names from growing the cache without limit.
 _KEY_CACHE_LIMIT = 4096
 KEY_CACHE: dict[str, str] = {}
+# Keys already in their safe form (the registry's, the application's once seen): an event whose
+# keys are all in here needs no key checked one by one.
+SAFE_KEYS: set[str] = set()
 
 
 # -- keys ----------------------------------------------------------------------------------------
@@ -55,6 +58,8 @@ def safe_key(key: object) -> str:
             safe = key if _VALID_KEY.fullmatch(key) else sanitize_key(key)
             if len(KEY_CACHE) < _KEY_CACHE_LIMIT:
                 KEY_CACHE[key] = safe
+                if safe == key:
+                    SAFE_KEYS.add(key)
         return safe
     # Non-str keys are not cached: 1, 1.0 and True hash alike but render differently.
     return sanitize_key(text_of(key))
@@ -124,8 +129,7 @@ def normalise(fields: MutableMapping[Any, Any], max_len: int) -> None:
     safe keys, safe values cut to ``max_len``, no ``None``. One pass over the usual event (str
     keys already safe, str/int/float/bool values), which changes nothing."""
     max_len = max(max_len, MIN_MAX_LEN)
-    cached = KEY_CACHE.get
-    drop = renamed = False
+    drop = False
     for key, value in fields.items():  # assigning to an existing key keeps the dict's size
         kind = type(value)
         if kind is str:
@@ -136,8 +140,9 @@ def normalise(fields: MutableMapping[Any, Any], max_len: int) -> None:
                 drop = True
             else:
                 fields[key] = safe_value(value, max_len)
-        if cached(key) != key and (type(key) is not str or safe_key(key) != key):
-            renamed = True
+    renamed = not SAFE_KEYS.issuperset(fields) and any(
+        type(key) is not str or safe_key(key) != key for key in fields
+    )
     if drop:
         for key in [k for k, v in fields.items() if v is None]:
             del fields[key]

@@ -20,8 +20,11 @@ _DUP_SQL_MAX = 200
 
 # Fields resolved from root-span attributes when the request path did not set them.
 _ATTR_FIELDS = tuple((f.key, f.attrs, f.type) for f in FIELDS if f.attrs)
-# Roll-ups of the aggregate: (key, category, whether it is the count rather than the time).
-_ROLLUPS = tuple((f.key, f.rollup, f.type is int) for f in FIELDS if f.rollup)
+# Roll-ups of the aggregate, by category: its fields as (key, whether it is the count, not the time).
+_ROLLUPS: dict[str, tuple[tuple[str, bool], ...]] = {}
+for _f in FIELDS:
+    if _f.rollup:
+        _ROLLUPS[_f.rollup] = (*_ROLLUPS.get(_f.rollup, ()), (_f.key, _f.type is int))
 _ORDER = tuple(f.key for f in FIELDS)
 _REGISTERED = frozenset(_ORDER)
 
@@ -77,10 +80,10 @@ def _collect(
     values["trace_id"] = format(ctx.trace_id, "032x")
     values["span_id"] = format(ctx.span_id, "016x")
     counts, times = state.counts, state.times
-    for key, category, is_count in _ROLLUPS:
-        n = counts[category]
+    for category, n in counts.items():
         if n:
-            values[key] = n if is_count else _seconds(times[category])
+            for key, is_count in _ROLLUPS[category]:
+                values[key] = n if is_count else _seconds(times[category])
     if counts["db"]:
         dup_count, dup_ns, top_sql, top_loc = state.top_repeat()
         if dup_count:

@@ -54,7 +54,8 @@ class CanonicalLogProcessor(SpanProcessor):
         server_fields: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._emit = emit
-        self._server_fields = server_fields
+        # What the server integration adds to every event (set by the runtime when registered).
+        self.server_fields = server_fields
         self._max_open = max_open_requests or _env.env_int(_env.CANONICAL_LOGS_MAX_OPEN_REQUESTS, 1000)
         self._max_statements = max_statements or _env.env_int(_env.CANONICAL_LOGS_DB_MAX_STATEMENTS, 500)
         # span_id -> aggregate of the request it belongs to (roots and open descendants).
@@ -169,7 +170,8 @@ class CanonicalLogProcessor(SpanProcessor):
             _guard.report("processor.on_end", exc)
 
     def _server(self) -> dict[str, Any] | None:
-        return self._server_fields() if self._server_fields is not None else None
+        provider = self.server_fields
+        return provider() if provider is not None else None
 
     def _close(self, state: RequestAggregate, span_id: int) -> None:
         state.ended = True

@@ -69,3 +69,17 @@ def test_text_is_cut_with_the_marker_and_odd_values_become_text() -> None:
         "cart_size": 3,
     }
     assert safe_value("\ud800") == "\ufffd"
+
+
+@given(st.dictionaries(keys, values, max_size=12), st.integers(min_value=0, max_value=300))
+def test_the_sinks_fast_formatters_write_what_the_encoders_write(
+    fields: dict[Any, Any], max_len: int
+) -> None:
+    """The stdout sink formats normalised fields (``format_bytes``); the bytes are the standalone
+    encoders' for the same fields, in both formats."""
+    from otel_canonical_logs.sinks import jsonl, logfmt
+
+    event = dict(fields)
+    normalise(event, max_len)
+    assert logfmt.format_bytes(event, max_len) == logfmt.encode_bytes(event, max_len)
+    assert jsonl.format_bytes(event, max_len) == jsonl.encode_bytes(event, max_len)

@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_contex
 from wrapt import FunctionWrapper, ObjectProxy
 
 from .. import _guard, _otel
-from .._aggregate import RequestAggregate
+from .._aggregate import InFlight, RequestAggregate
 from .._patching import Patches, is_ours, mark
 from .._runtime import runtime
 from .._version import __version__
@@ -40,6 +40,7 @@ _CLIENT = SpanKind.CLIENT
 _django_connecting: ContextVar[bool] = ContextVar("otel_canonical_logs_django_connecting", default=False)
 _patches = Patches()
 _suppressed = _otel.suppressed
+_SUPPRESS = _otel.SUPPRESS_KEY
 _span_in = _otel.span_in
 
 
@@ -114,7 +115,7 @@ def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: 
     it, the query's result or exception is the host's, untouched."""
     try:
         ctx = otel_context.get_current()
-        suppressed = _suppressed(ctx)
+        suppressed = ctx.get(_SUPPRESS) if _SUPPRESS is not None else _suppressed(ctx)
         state = None if suppressed else runtime.request_state(ctx)
     except Exception as exc:
         _guard.report("django_db.execute", exc)
@@ -127,7 +128,15 @@ def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: 
         return proxy._self_cursor_tracer.traced_execution(proxy.__wrapped__, method, *args, **kwargs)
     try:
         statement = args[0] if args else None
-        op = state.begin(statement)
+        # The aggregate's slot for the query running now (a request's queries do not nest):
+        # what a timeout snapshot names. Set and cleared here, not through a call: this is the
+        # path every query of an unsampled request takes.
+        slot = state.query_slot
+        if slot is None:
+            slot = state.query_slot = InFlight(None)
+        slot.text = statement
+        in_flight = state.in_flight
+        in_flight[slot] = slot
     except Exception as exc:
         _guard.report("django_db.execute", exc)
         return method(*args, **kwargs)
@@ -137,7 +146,7 @@ def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: 
     finally:
         elapsed = perf_counter_ns() - start
         try:
-            state.end(op)
+            in_flight.pop(slot, None)
             state.add_query(statement, elapsed)
         except Exception as exc:
             _guard.report("django_db.count_query", exc)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .._values import KEY_CACHE, MIN_MAX_LEN, TRUNCATION_MARKER, safe_key, sanitize_key, text_of
+from .._values import KEY_CACHE, MIN_MAX_LEN, TRUNCATION_MARKER, safe_key, sanitize_key, text_of, truncate
 
-__all__ = ["TRUNCATION_MARKER", "encode", "encode_bytes", "sanitize_key"]
+__all__ = ["TRUNCATION_MARKER", "encode", "encode_bytes", "format_bytes", "sanitize_key"]
 
 _MARKER_LEN = len(TRUNCATION_MARKER)
 
@@ -76,3 +76,27 @@ def encode(event: Mapping[str, object], max_len: int = 2048) -> str:
 def encode_bytes(event: Mapping[str, object], max_len: int = 2048) -> bytes:
     """Same as :func:`encode`, as UTF-8 bytes."""
     return encode(event, max_len).encode("utf-8")
+
+
+def format_bytes(fields: Mapping[str, object], max_len: int = 2048) -> bytes:
+    """The line of fields the dispatcher has made safe (``_values.normalise``: safe keys; str,
+    bool, 64-bit int and float values, already cut): only formatting and escaping are left, and
+    the bytes are those :func:`encode_bytes` writes for the same fields."""
+    escapes = _ESCAPES
+    parts: list[str] = []
+    for key, value in fields.items():
+        text: str
+        if type(value) is str:
+            text = value
+        elif type(value) is float:
+            text = f"{value:.3f}"
+            if len(text) > max_len:  # 1e300 is 300 digits at this precision
+                text = truncate(text, max(max_len, MIN_MAX_LEN))
+        elif type(value) is bool:
+            text = "true" if value else "false"
+        else:
+            text = int.__repr__(value)
+        if not (text.isascii() and text.isprintable() and '"' not in text and "\\" not in text):
+            text = text.translate(escapes)
+        parts.append(f'{key}="{text}"')
+    return (" ".join(parts) + "\n").encode("utf-8")
