@@ -55,16 +55,12 @@ class CanonicalLogProcessor(SpanProcessor):
         keep: _keep.Policy | None = None,
     ) -> None:
         self._emit = emit
-<<<<<<< HEAD
         # What the server integration adds to every event (set by the runtime when registered).
         self.server_fields = server_fields
-=======
         # The keep rules (``CANONICAL_LOGS_KEEP``); None when keeping is off.
         policy = keep if keep is not None else _keep.Policy.from_env()
         self._keep = policy if policy.rules else None
         self._max_records = _env.env_int(_env.CANONICAL_LOGS_KEEP_MAX_SPANS, 1000)
-        self._server_fields = server_fields
->>>>>>> 0c54527 (Keep the whole trace of an unsampled request that went wrong: trace_sampled and trace_keep on its line)
         self._max_open = max_open_requests or _env.env_int(_env.CANONICAL_LOGS_MAX_OPEN_REQUESTS, 1000)
         self._max_statements = max_statements or _env.env_int(_env.CANONICAL_LOGS_DB_MAX_STATEMENTS, 500)
         # span_id -> aggregate of the request it belongs to (roots and open descendants).

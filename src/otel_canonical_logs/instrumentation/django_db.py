@@ -135,9 +135,10 @@ def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: 
             # The aggregate's slot for the query running now (a request's queries do not nest):
             # what a timeout snapshot names. Set and cleared here, not through a call: this is
             # the path every query of an unsampled request takes.
-            op = state.query_slot
-            if op is None:
-                op = state.query_slot = InFlight(None)
+            slot = state.query_slot
+            if slot is None:
+                slot = state.query_slot = InFlight(None)
+            op = slot
             op.text = statement
             state.in_flight[op] = op
     except Exception as exc:
