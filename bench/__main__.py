@@ -37,6 +37,12 @@ def main() -> int:
     memory = sub.add_parser("memory", help="worker RSS over 100,000 /db/ requests (make bench-memory)")
     memory.add_argument("--requests", type=int, default=100_000)
     memory.add_argument("--warmup-requests", type=int, default=2_000)
+    memory.add_argument(
+        "--config",
+        default="ours-full",
+        choices=[c.key for c in CONFIGS],
+        help="ours-full-10: 90%% unsampled, every /db/ trace kept (its N+1)",
+    )
     profile = sub.add_parser("profile", help="py-spy profile of one configuration's worker under load")
     profile.add_argument("--config", default="ours-full", choices=[c.key for c in CONFIGS])
     profile.add_argument("--path", default="/db/")

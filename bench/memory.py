@@ -29,7 +29,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
     quiet = Quiet()
     quiet.wait()
     notes = quiet.notes()
-    config = CONFIG_BY_KEY["ours-full"]
+    config = CONFIG_BY_KEY[args.config]
     sink = Sink()
     url_path = "/db/"
     samples: list[tuple[int, int]] = []
@@ -87,5 +87,5 @@ def cmd_memory(args: argparse.Namespace) -> int:
     )
     body = "\n".join(out) + "\n"
     print(body)
-    write_section("memory", body)
+    write_section("memory" if args.config == "ours-full" else f"memory-{args.config}", body)
     return 0 if verdict == "PASS" else 1

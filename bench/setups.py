@@ -63,6 +63,22 @@ CONFIGS = [
         },
         uses_sink=True,
     ),
+    Config(
+        "otel-otlp-10",
+        "plain OTel, 10% of traces over OTLP/HTTP",
+        "otel",
+        True,
+        {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": SINK,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        },
+        uses_sink=True,
+    ),
     Config("ours-none", "ours, exporters none (line only)", "dev", True),
     Config(
         "ours-full",
@@ -81,6 +97,21 @@ CONFIGS = [
             "OTEL_EXPORTER_OTLP_ENDPOINT": SINK,
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
             "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        },
+        uses_sink=True,
+    ),
+    # /db/ runs the same author lookup 9 times: an N+1 by the n_plus_one keep rule, so under the
+    # default rules every /db/ trace is kept. This one keeps by every other rule.
+    Config(
+        "ours-full-10-keep-no-n1",
+        "ours full, OTLP, 10% sampled, keep rules but n_plus_one",
+        "dev",
+        True,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": SINK,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+            "CANONICAL_LOGS_KEEP": "error,timeout,stuck,partial_failure,slow",
         },
         uses_sink=True,
     ),

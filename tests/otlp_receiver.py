@@ -67,6 +67,9 @@ class ReceivedSpan:
     name: str
     kind: int
     attributes: dict[str, Any]
+    status_code: int = 0  # 0 unset, 1 ok, 2 error
+    start_time_unix_nano: int = 0
+    end_time_unix_nano: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class ReceivedLog:
     trace_id: str
     span_id: str
     time_unix_nano: int
+    flags: int = 0  # the W3C trace flags of its span context: 1 = sampled
 
 
 class Received:
@@ -109,6 +113,9 @@ class Received:
                             name=span.name,
                             kind=span.kind,
                             attributes=attributes(span.attributes),
+                            status_code=span.status.code,
+                            start_time_unix_nano=span.start_time_unix_nano,
+                            end_time_unix_nano=span.end_time_unix_nano,
                         )
                     )
         with self._lock:
@@ -133,6 +140,7 @@ class Received:
                             trace_id=rec.trace_id.hex(),
                             span_id=rec.span_id.hex(),
                             time_unix_nano=rec.time_unix_nano,
+                            flags=rec.flags & 0xFF,
                         )
                     )
         with self._lock:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from time import time_ns
 from typing import Any
 
 from opentelemetry.trace import SpanContext
 
-from . import _frames
+from . import _frames, _otel
 from .fields import CATEGORIES
 
 # What Django sends (or logs) to manage transactions, on every backend it ships: counted as
@@ -35,13 +36,22 @@ class SqlStat:
 
 
 class InFlight:
-    """An operation measured without a span (the fast path's query or render) while it runs:
-    what a timeout snapshot names if it never returns."""
+    """An operation measured without a span (the fast path's query or render): while it runs,
+    what a timeout snapshot names if it never returns; in a request recorded for keeping, also
+    what its span is made of if the trace is kept (``_keep.py``)."""
 
-    __slots__ = ("text",)
+    __slots__ = ("end_ns", "error", "kind", "parent", "source", "start_ns", "text")
 
-    def __init__(self, text: object) -> None:
+    def __init__(self, text: object, kind: str = "db", source: Any = None) -> None:
         self.text = text
+        self.kind = kind  # "db" or "tmpl"
+        # db: the connection's dbapi CursorTracer; tmpl: the render's depth (0: outermost).
+        self.source = source
+        self.start_ns = 0
+        self.end_ns = 0
+        # The span (or the enclosing span-less render, an InFlight) it ran under.
+        self.parent: Any = None
+        self.error: BaseException | None = None
 
 
 class RequestAggregate:
@@ -50,18 +60,26 @@ class RequestAggregate:
     __slots__ = (
         "counts",
         "cpu_start",
+        "delivered",
         "done",
         "ended",
         "environ",
         "exc",
+        "exported",
         "fields",
         "in_flight",
+        "keep",
+        "kept",
+        "max_records",
         "max_statements",
+        "ops",
         "query_slot",
+        "renders",
         "root_context",
         "root_end_ns",
         "root_span",
         "scope",
+        "spans",
         "spans_wanted",
         "sql",
         "start_ns",
@@ -110,6 +128,18 @@ class RequestAggregate:
         self.root_end_ns: int | None = None
         # The server layer's RequestScope (gunicorn/wsgi.py, gunicorn/asgi.py), when one saw it.
         self.scope: Any = None
+        # Whether the trace is exported as it goes (head-sampled, and some processor but ours
+        # receives spans); else, with ``keep`` (the keep policy) set, the request is recorded —
+        # its ended child spans in ``spans``, its span-less operations in ``ops`` — so that its
+        # whole trace can be exported at the end if a keep rule fires (``kept``: the rules).
+        self.exported = self.spans_wanted
+        self.keep: Any = None
+        self.kept: list[str] | None = None
+        self.delivered = False
+        self.spans: list[Any] = []
+        self.ops: list[InFlight] = []
+        self.renders: list[InFlight] = []  # the span-less renders running now, innermost last
+        self.max_records = 1000
 
     # -- what the instrumentation reports ------------------------------------------------------
 
@@ -141,15 +171,40 @@ class RequestAggregate:
             # Only a repeat pays for a stack walk.
             stat.loc = _frames.caller_location(sys._getframe(1))
 
-    def begin(self, text: object) -> InFlight:
+    def begin(self, text: object, kind: str = "db", ctx: Any = None, source: Any = None) -> InFlight:
         """A span-less operation starts (``text``: what a snapshot shows, the SQL or the
-        render's name); pass what it returns to :meth:`end`."""
-        op = InFlight(text)
+        render's name; ``ctx``: the current OTel context); pass what it returns to :meth:`end`."""
+        op = InFlight(text, kind, source)
         self.in_flight[op] = op
+        if self.keep is not None:
+            op.start_ns = time_ns()
+            renders = self.renders
+            op.parent = renders[-1] if renders else (_otel.span_in(ctx) if ctx is not None else None)
+            if kind == "tmpl":
+                renders.append(op)
         return op
 
-    def end(self, op: InFlight) -> None:
+    def end(self, op: InFlight, error: BaseException | None = None) -> None:
         self.in_flight.pop(op, None)
+        if self.keep is not None:
+            op.end_ns = time_ns()
+            op.error = error
+            if op.kind == "tmpl" and self.renders and self.renders[-1] is op:
+                self.renders.pop()
+            self.record(op)
+
+    def record(self, item: Any) -> None:
+        """Keep an ended child span or span-less operation for a trace that may be kept."""
+        target = self.ops if isinstance(item, InFlight) else self.spans
+        if len(self.ops) + len(self.spans) < self.max_records:
+            target.append(item)
+        else:
+            self.counts_dropped()
+
+    def counts_dropped(self) -> None:
+        from . import _guard
+
+        _guard.count("dropped.keep_record_cap")
 
     def innermost(self) -> Any:
         """The operation started last and still running: a span, or an :class:`InFlight`."""

@@ -26,6 +26,19 @@ CANONICAL_LOGS_DB_MAX_STATEMENTS = "CANONICAL_LOGS_DB_MAX_STATEMENTS"
 """How many distinct SQL texts one request tracks for duplicate detection (default 500); queries
 past that are still counted in ``db_queries``/``db_time``."""
 
+CANONICAL_LOGS_KEEP = "CANONICAL_LOGS_KEEP"
+"""The rules that keep (export, complete) the trace of a request the head sampler did not sample,
+comma-separated: ``error``, ``timeout``, ``stuck``, ``partial_failure``, ``slow``, ``n_plus_one``
+(default: all of them); ``none`` turns keeping off."""
+
+CANONICAL_LOGS_KEEP_SLOW = "CANONICAL_LOGS_KEEP_SLOW"
+"""The ``slow`` keep rule's threshold: ``resp_time`` in seconds at or above which a request's trace
+is kept (default 2)."""
+
+CANONICAL_LOGS_KEEP_MAX_SPANS = "CANONICAL_LOGS_KEEP_MAX_SPANS"
+"""How many child spans and span-less operations one unsampled request records for keeping
+(default 1000); past that they are still counted on the line, and the kept trace says so."""
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -56,6 +69,36 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
         return value
     _logger.warning("%s=%r is not one of %s; using the default %s", name, raw, "/".join(choices), default)
     return default
+
+
+def env_float(name: str, default: float, minimum: float = 0.0) -> float:
+    """Read a number setting (>= ``minimum``); a bad value is reported by name and the default used."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum or value == float("inf"):
+        _logger.warning("%s=%r is not a number >= %s; using the default %s", name, raw, minimum, default)
+        return default
+    return value
+
+
+def env_list(name: str, default: tuple[str, ...], choices: tuple[str, ...]) -> tuple[str, ...]:
+    """Read a comma-separated subset of ``choices`` (``none``: the empty set), in ``choices``'
+    order; unknown names are reported by name and left out."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    names = {part.strip().lower() for part in raw.split(",") if part.strip()}
+    if names == {"none"}:
+        return ()
+    unknown = sorted(names - set(choices))
+    if unknown:
+        _logger.warning("%s: %s not one of %s; ignored", name, ", ".join(unknown), "/".join(choices))
+    return tuple(c for c in choices if c in names)
 
 
 def env_bool(name: str, default: bool) -> bool:

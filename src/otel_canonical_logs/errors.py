@@ -12,7 +12,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from opentelemetry import trace
 
-from . import _guard
+from . import _guard, _keep
 from ._runtime import runtime
 from .event import Event, exception_fields, order
 
@@ -122,6 +122,9 @@ def partial_failure(exc: BaseException) -> None:
             values["trace_id"] = format(context.trace_id, "032x")
             values["span_id"] = format(context.span_id, "016x")
         values.update(exception_fields(exc))
+        if state is not None:
+            _keep.decide("partial_failure", values, state)
+            context = _keep.event_context(state)
         event_context = context if context.is_valid else None
         event = Event("partial_failure", order("partial_failure", values), event_context, time.time_ns())
         runtime.dispatcher(event)

@@ -11,7 +11,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
-from . import _frames, _otel
+from . import _frames, _keep, _otel
 from ._aggregate import RequestAggregate
 from .fields import FIELDS
 
@@ -152,6 +152,8 @@ def build_event(
     values = _collect(span, state, end_ns)
     if server:
         values.update(server)
+    if state is not None:
+        _keep.decide(event_type, values, state)
     if (
         state is not None
         and state.cpu_start is not None
@@ -160,7 +162,7 @@ def build_event(
         and state.thread_id == threading.get_ident()
     ):
         values["resp_cpu_time"] = round(time.thread_time() - state.cpu_start, 6)
-    ctx = state.root_context if state is not None else None
+    ctx = _keep.event_context(state) if state is not None else None
     end = end_ns or (span.end_time if span is not None else None) or time.time_ns()
     environ = state.environ if state is not None else None
     return Event(event_type, order(event_type, values), ctx, end, environ)

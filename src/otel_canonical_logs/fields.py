@@ -32,6 +32,17 @@ FIELDS: tuple[Field, ...] = (
     Field("req_id", str, "incoming `X-Request-ID` when it is a sane token, else generated"),
     Field("trace_id", str, "trace id of the request's root span (hex)"),
     Field("span_id", str, "span id of the request's root span (hex)"),
+    Field(
+        "trace_sampled",
+        bool,
+        "the request's trace is exported: head-sampled, or kept by a rule (`trace_keep`)",
+    ),
+    Field(
+        "trace_keep",
+        str,
+        "keep rules that exported a trace the head sampler did not sample: `error`, `timeout`, "
+        "`stuck`, `partial_failure`, `slow`, `n_plus_one` (comma-separated)",
+    ),
     Field("req_method", str, "HTTP method", ("http.request.method", "http.method")),
     Field("req_path", str, "URL path, never the query string", ("url.path",)),
     Field("req_route", str, "matched URL pattern, e.g. `/books/<int:pk>/`", ("http.route",)),

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Span as APISpan
 from opentelemetry.trace import SpanKind
 
-from . import _env, _guard, _otel, _scope
+from . import _env, _guard, _keep, _otel, _scope
 from ._aggregate import RequestAggregate
 from .event import Event, build_event
 
@@ -52,10 +52,15 @@ class CanonicalLogProcessor(SpanProcessor):
         max_open_requests: int | None = None,
         max_statements: int | None = None,
         server_fields: Callable[[], dict[str, Any]] | None = None,
+        keep: _keep.Policy | None = None,
     ) -> None:
         self._emit = emit
         # What the server integration adds to every event (set by the runtime when registered).
         self.server_fields = server_fields
+        # The keep rules (``CANONICAL_LOGS_KEEP``); None when keeping is off.
+        policy = keep if keep is not None else _keep.Policy.from_env()
+        self._keep = policy if policy.rules else None
+        self._max_records = _env.env_int(_env.CANONICAL_LOGS_KEEP_MAX_SPANS, 1000)
         self._max_open = max_open_requests or _env.env_int(_env.CANONICAL_LOGS_MAX_OPEN_REQUESTS, 1000)
         self._max_statements = max_statements or _env.env_int(_env.CANONICAL_LOGS_DB_MAX_STATEMENTS, 500)
         # span_id -> aggregate of the request it belongs to (roots and open descendants).
@@ -120,10 +125,15 @@ class CanonicalLogProcessor(SpanProcessor):
 
     def _start_request(self, span: Span, span_id: int) -> None:
         state = RequestAggregate(span, span.context, span.start_time or 0, self._max_statements)
-        if state.spans_wanted and self._processors is not None and not self._spans_go_elsewhere():
-            # No exporter or other processor would ever see this request's query spans: count
-            # its queries on the fast path, as for an unsampled request. Same fields.
-            state.spans_wanted = False
+        if self._processors is not None:
+            elsewhere = self._spans_go_elsewhere()
+            if state.spans_wanted and not elsewhere:
+                # No exporter or other processor would ever see this request's query spans: count
+                # its queries on the fast path, as for an unsampled request. Same fields.
+                state.spans_wanted = state.exported = False
+            elif elsewhere and not state.spans_wanted and self._keep is not None:
+                state.keep = self._keep  # not sampled: recorded, exported if a rule fires
+                state.max_records = self._max_records
         _scope.mark_root_started(state)
         with self._lock:
             self._owner[span_id] = state
@@ -163,9 +173,13 @@ class CanonicalLogProcessor(SpanProcessor):
                 self._close(state, span_id)
                 if not state.done:
                     self._emit(build_event("request", span, state, server=self._server()))
+                if state.kept:
+                    _keep.deliver(state, span, span.end_time or 0, self._processors, self)
             else:
                 state.in_flight.pop(span_id, None)
                 self._fold(state, span)
+                if state.keep is not None:
+                    state.record(span)
         except Exception as exc:
             _guard.report("processor.on_end", exc)
 
@@ -197,8 +211,21 @@ class CanonicalLogProcessor(SpanProcessor):
                 self._emit(
                     build_event("request", state.root_span, state, end_ns=end_ns, server=self._server())
                 )
+            if state.kept:
+                self.deliver(state)
         except Exception as exc:
             _guard.report("processor.finish", exc)
+
+    def deliver(self, state: RequestAggregate) -> None:
+        """Export a kept request's whole trace now, if its root span has ended (else its end
+        will); once."""
+        root = state.root_span
+        end = getattr(root, "end_time", None)
+        if state.kept and end:
+            try:
+                _keep.deliver(state, root, end, self._processors, self)
+            except Exception as exc:
+                _guard.report("processor.deliver", exc)
 
     def _fold(self, state: RequestAggregate, span: ReadableSpan) -> None:
         """Add an ended child span to its request, by what its attributes say it was."""

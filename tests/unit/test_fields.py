@@ -62,6 +62,8 @@ def test_readme_table_is_generated_from_the_registry() -> None:
 # Keys added by issues after the SPEC's table (each names the issue that asked for it).
 ISSUE_KEYS = {
     "resp_aborted": 11,  # the client went away before the body was sent in full
+    "trace_sampled": 14,  # the trace is exported (head-sampled or kept)
+    "trace_keep": 14,  # the keep rules that exported an unsampled trace
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from .. import _frames, _guard, _scope
+from .. import _frames, _guard, _keep, _scope
 from .._aggregate import InFlight
 from .._runtime import runtime
 from ..event import Event, build_event, order
@@ -148,6 +148,11 @@ class Watchdog:
             else:
                 state.fields["stuck"] = True
         runtime.dispatcher(event)
+        if state is not None and event_type == "timeout":
+            # Its trace, if kept, goes out with the flush below (the root ended at the snapshot).
+            processor = runtime.processor
+            if processor is not None:
+                processor.deliver(state)
         started = time.monotonic()
         if event_type == "timeout" and not _under_gevent():
             # gevent: the exporters' threads are greenlets of the blocked hub; the line is out.
@@ -296,7 +301,7 @@ def snapshot_event(
     stack = request_stack(scope, loop_thread or scope.thread_id, frame)
     values["timeout_loc"], values["timeout_cause_loc"] = _frames.locations_of(stack)
     values.update(saturation.board.fields())
-    ctx = state.root_context if state is not None else None
+    ctx = _keep.event_context(state) if state is not None else None
     return Event(event_type, order(event_type, values), ctx, time.time_ns())
 
 

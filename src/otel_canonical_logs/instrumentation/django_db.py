@@ -128,25 +128,36 @@ def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: 
         return proxy._self_cursor_tracer.traced_execution(proxy.__wrapped__, method, *args, **kwargs)
     try:
         statement = args[0] if args else None
-        # The aggregate's slot for the query running now (a request's queries do not nest):
-        # what a timeout snapshot names. Set and cleared here, not through a call: this is the
-        # path every query of an unsampled request takes.
-        slot = state.query_slot
-        if slot is None:
-            slot = state.query_slot = InFlight(None)
-        slot.text = statement
-        in_flight = state.in_flight
-        in_flight[slot] = slot
+        if state.keep is not None:
+            # Recorded for keeping: a record of its own (its times, parent, error).
+            op = state.begin(statement, "db", ctx, proxy._self_cursor_tracer)
+        else:
+            # The aggregate's slot for the query running now (a request's queries do not nest):
+            # what a timeout snapshot names. Set and cleared here, not through a call: this is
+            # the path every query of an unsampled request takes.
+            slot = state.query_slot
+            if slot is None:
+                slot = state.query_slot = InFlight(None)
+            op = slot
+            op.text = statement
+            state.in_flight[op] = op
     except Exception as exc:
         _guard.report("django_db.execute", exc)
         return method(*args, **kwargs)
+    error: BaseException | None = None
     start = perf_counter_ns()
     try:
         return method(*args, **kwargs)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
         elapsed = perf_counter_ns() - start
         try:
-            in_flight.pop(slot, None)
+            if op is state.query_slot:
+                state.in_flight.pop(op, None)
+            else:
+                state.end(op, error)
             state.add_query(statement, elapsed)
         except Exception as exc:
             _guard.report("django_db.count_query", exc)

@@ -83,21 +83,25 @@ def _render_annotated(original: Any, template: Any, context: Any) -> Any:
 
 
 def _counted_render(
-    state: RequestAggregate, original: Any, template: Any, context: Any, name: str, depth: int
+    state: RequestAggregate, original: Any, template: Any, context: Any, name: str, depth: int, ctx: Any
 ) -> Any:
     """A render in a request whose spans go nowhere: timed and counted, no span (same fields)."""
     try:
-        op = state.begin(f"render {name}")  # what a timeout snapshot names while it runs
+        op = state.begin(f"render {name}", "tmpl", ctx, depth)  # what a timeout snapshot names
         start = perf_counter_ns()
     except Exception as exc:
         _guard.report("templates.count", exc)
         return original(template, context)
+    error: BaseException | None = None
     try:
         return _render_annotated(original, template, context)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
         try:
             elapsed = perf_counter_ns() - start
-            state.end(op)
+            state.end(op, error)
             state.add("tmpl", elapsed, timed=not depth)
         except Exception as exc:
             _guard.report("templates.count", exc)
@@ -118,7 +122,8 @@ def _render(tracer: trace.Tracer, original: Any, template: Any, context: Any, na
         return original(template, context)
     try:
         try:
-            state = runtime.counting_state(otel_context.get_current())
+            ctx = otel_context.get_current()
+            state = runtime.counting_state(ctx)
             if state is None:
                 attributes: dict[str, Any] = {TEMPLATE_ATTRIBUTE: name}
                 if depth:
@@ -129,7 +134,7 @@ def _render(tracer: trace.Tracer, original: Any, template: Any, context: Any, na
             _guard.report("templates.render", exc)
             return original(template, context)
         if state is not None:
-            return _counted_render(state, original, template, context, name, depth)
+            return _counted_render(state, original, template, context, name, depth, ctx)
         error: BaseException | None = None
         try:
             return _render_annotated(original, template, context)
