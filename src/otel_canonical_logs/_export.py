@@ -187,16 +187,26 @@ def _encodable_status(span: ReadableSpan, description: str) -> ReadableSpan:
     fixed = description.translate(SURROGATES)
     if fixed == description:
         return span
+    return copy_span(span, status=Status(span.status.status_code, fixed))
+
+
+_SAME: Any = object()
+
+
+def copy_span(
+    span: ReadableSpan, *, context: Any = _SAME, parent: Any = _SAME, status: Any = _SAME
+) -> ReadableSpan:
+    """A finished span with its context, parent or status replaced, everything else the same."""
     return ReadableSpan(
         name=span.name,
-        context=span.context,
-        parent=span.parent,
+        context=span.context if context is _SAME else context,
+        parent=span.parent if parent is _SAME else parent,
         resource=span.resource,
         attributes=span.attributes,
         events=span.events,
         links=span.links,
         kind=span.kind,
-        status=Status(span.status.status_code, fixed),
+        status=span.status if status is _SAME else status,
         start_time=span.start_time,
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,

@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from . import _env, _guard
 from ._aggregate import InFlight, RequestAggregate
+from ._export import copy_span
 from ._version import __version__
 
 RULES = ("error", "timeout", "stuck", "partial_failure", "slow", "n_plus_one")
@@ -157,10 +158,10 @@ def materialise(state: RequestAggregate, root: ReadableSpan, end_ns: int) -> lis
             return root_ctx
         return _sampled(ctx)
 
-    spans = [_copy(root, root_ctx, root.parent)]
+    spans = [copy_span(root, context=root_ctx)]
     for span in state.spans:
         parent = _sampled(span.parent) if span.parent is not None else root_ctx
-        spans.append(_copy(span, _sampled(span.context), parent))
+        spans.append(copy_span(span, context=_sampled(span.context), parent=parent))
     running = [op for op in state.in_flight.values() if isinstance(op, InFlight) and op.start_ns]
     for op in [*state.ops, *running]:
         finished = op.end_ns > 0
@@ -194,23 +195,6 @@ def materialise(state: RequestAggregate, root: ReadableSpan, end_ns: int) -> lis
             )
         )
     return spans
-
-
-def _copy(span: ReadableSpan, context: SpanContext, parent: SpanContext | None) -> ReadableSpan:
-    return ReadableSpan(
-        name=span.name,
-        context=context,
-        parent=parent,
-        resource=span.resource,
-        attributes=span.attributes,
-        events=span.events,
-        links=span.links,
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
 
 
 def deliver(
