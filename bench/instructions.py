@@ -82,8 +82,8 @@ from pathlib import Path
 from .common import DEV_BIN, ENDPOINTS, ROOT, WORK, log
 from .results import command_line, machine_lines, versions_line, write_section
 from .server import Server, Sink, prepare_db, stats_delta
-from .setups import ASGI_PACKAGES, CONFIG_BY_KEY, CONFIGS, Config
-from .venvs import dev_versions, ensure_venv, venv_requirements
+from .setups import CONFIG_BY_KEY, CONFIGS, Config
+from .venvs import prepare_venvs
 
 CALLGRIND = WORK / "callgrind"
 TREES = WORK / "trees"
@@ -394,12 +394,7 @@ def cmd_instructions(args: argparse.Namespace) -> int:
             sys.exit(f"{tool} is missing: install the Debian package `valgrind`")
     configs = [CONFIG_BY_KEY[k] for k in keys]
     started = dt.datetime.now(dt.UTC)
-    versions = dev_versions()
-    lacking = [n for n in ASGI_PACKAGES if versions[n] is None]
-    if lacking and any(c.asgi and c.venv == "dev" for c in configs):
-        sys.exit(f"the ASGI configurations need {', '.join(lacking)} in the dev venv: run `make venv`")
-    reqs = venv_requirements(versions)
-    bins = {name: ensure_venv(name, reqs[name]) for name in {c.venv for c in configs} - {"dev"}}
+    versions, bins = prepare_venvs(configs)
     prepare_db()
     after = Path(args.src).resolve() if args.src else ROOT
     if args.compare_src:

@@ -40,6 +40,16 @@ NONE_EXPORTERS = {
 }
 SINK = "{sink}"  # replaced by the sink's URL when the server starts
 
+# Plain OTel exporting traces over OTLP/HTTP to the sink, and 10 % head sampling.
+OTEL_OTLP = {
+    "OTEL_TRACES_EXPORTER": "otlp",
+    "OTEL_METRICS_EXPORTER": "none",
+    "OTEL_LOGS_EXPORTER": "none",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": SINK,
+}
+TEN_PERCENT = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+
 CONFIGS = [
     Config("bare", "bare Django + Gunicorn", "dev"),
     Config(
@@ -54,13 +64,7 @@ CONFIGS = [
         "plain OTel, traces over OTLP/HTTP",
         "otel",
         True,
-        {
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": SINK,
-        },
+        dict(OTEL_OTLP),
         uses_sink=True,
     ),
     Config(
@@ -68,15 +72,7 @@ CONFIGS = [
         "plain OTel, 10% of traces over OTLP/HTTP",
         "otel",
         True,
-        {
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": SINK,
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": "0.1",
-        },
+        {**OTEL_OTLP, **TEN_PERCENT},
         uses_sink=True,
     ),
     Config("ours-none", "ours, exporters none (line only)", "dev", True),
@@ -93,11 +89,7 @@ CONFIGS = [
         "ours full, OTLP, 10% sampled",
         "dev",
         True,
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": SINK,
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": "0.1",
-        },
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": SINK, **TEN_PERCENT},
         uses_sink=True,
     ),
     # /db/ runs the same author lookup 9 times: an N+1 by the n_plus_one keep rule, so under the
@@ -109,8 +101,7 @@ CONFIGS = [
         True,
         {
             "OTEL_EXPORTER_OTLP_ENDPOINT": SINK,
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+            **TEN_PERCENT,
             "CANONICAL_LOGS_KEEP": "error,timeout,stuck,partial_failure,slow",
         },
         uses_sink=True,

@@ -101,5 +101,17 @@ def ensure_venv(name: str, requirements: list[str]) -> Path:
     return path / "bin"
 
 
+def prepare_venvs(configs: list[Config]) -> tuple[dict[str, str | None], dict[str, Path]]:
+    """The dev venv's versions, and a bin directory per other venv the configurations run in;
+    exits if an ASGI configuration needs what the dev venv lacks."""
+    versions = dev_versions()
+    lacking = [n for n in ASGI_PACKAGES if versions[n] is None]
+    if lacking and any(c.asgi and c.venv == "dev" for c in configs):
+        sys.exit(f"the ASGI configurations need {', '.join(lacking)} in the dev venv: run `make venv`")
+    reqs = venv_requirements(versions)
+    bins = {name: ensure_venv(name, reqs[name]) for name in {c.venv for c in configs} - {"dev"}}
+    return versions, bins
+
+
 def venv_bin(config: Config, bins: dict[str, Path]) -> Path:
     return DEV_BIN if config.venv == "dev" else bins[config.venv]

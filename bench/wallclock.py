@@ -11,8 +11,8 @@ from .common import ENDPOINTS, log
 from .quiet import FOREIGN_LIMIT, Quiet
 from .results import render_bench, write_section
 from .server import Server, Sink, clear_logs, ensure_wrk, prepare_db, run_wrk, stats_delta
-from .setups import ASGI_PACKAGES, CONFIG_BY_KEY, CONFIGS
-from .venvs import dev_versions, ensure_venv, venv_requirements
+from .setups import CONFIG_BY_KEY, CONFIGS
+from .venvs import prepare_venvs
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -26,12 +26,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sys.exit(f"--configs must include the configurations the others are measured against: {baselines}")
     started = dt.datetime.now(dt.UTC)
     wrk = ensure_wrk()
-    versions = dev_versions()
-    lacking = [n for n in ASGI_PACKAGES if versions[n] is None]
-    if lacking and any(c.asgi and c.venv == "dev" for c in configs):
-        sys.exit(f"the ASGI configurations need {', '.join(lacking)} in the dev venv: run `make venv`")
-    reqs = venv_requirements(versions)
-    bins = {name: ensure_venv(name, reqs[name]) for name in {c.venv for c in configs} - {"dev"}}
+    versions, bins = prepare_venvs(configs)
     prepare_db()
     clear_logs()
     quiet = Quiet()
