@@ -21,6 +21,9 @@ from .fields import CATEGORIES
 _TRANSACTION_STATEMENTS = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
 _ZERO = dict.fromkeys(CATEGORIES, 0)
 DEFAULT_MAX_STATEMENTS = 500
+# The records of a request not recorded for keeping: shared and never appended to (every append
+# happens only once ``keep`` is set, and ``record_for`` gives the request its own lists).
+_NOTHING: list[Any] = []
 
 
 class SqlStat:
@@ -136,10 +139,18 @@ class RequestAggregate:
         self.keep: Any = None
         self.kept: list[str] | None = None
         self.delivered = False
-        self.spans: list[Any] = []
-        self.ops: list[InFlight] = []
-        self.renders: list[InFlight] = []  # the span-less renders running now, innermost last
+        # Lists of their own only once the request is recorded (``record_for``): no allocation
+        # for the others.
+        self.spans: list[Any] = _NOTHING
+        self.ops: list[InFlight] = _NOTHING
+        self.renders: list[InFlight] = _NOTHING  # the span-less renders running now, innermost last
         self.max_records = 1000
+
+    def record_for(self, policy: Any, max_records: int) -> None:
+        """Record this request (child spans, span-less operations) for the keep ``policy``."""
+        self.keep = policy
+        self.max_records = max_records
+        self.spans, self.ops, self.renders = [], [], []
 
     # -- what the instrumentation reports ------------------------------------------------------
 

@@ -215,8 +215,8 @@ def deliver(
         _guard.report("keep.materialise", exc)
         return
     finally:
-        state.spans = []
-        state.ops = []
+        state.spans.clear()
+        state.ops.clear()
     for processor in others:
         for span in spans:
             try:

@@ -132,8 +132,8 @@ class CanonicalLogProcessor(SpanProcessor):
                 # its queries on the fast path, as for an unsampled request. Same fields.
                 state.spans_wanted = state.exported = False
             elif elsewhere and not state.spans_wanted and self._keep is not None:
-                state.keep = self._keep  # not sampled: recorded, exported if a rule fires
-                state.max_records = self._max_records
+                # Not sampled: recorded, exported if a rule fires.
+                state.record_for(self._keep, self._max_records)
         _scope.mark_root_started(state)
         with self._lock:
             self._owner[span_id] = state

@@ -54,7 +54,7 @@ def test_distinct_statements_are_no_n_plus_one() -> None:
 
 def test_only_the_rules_in_force_fire_and_earlier_ones_are_remembered() -> None:
     state = _state()
-    state.keep = Policy(("stuck", "error"))
+    state.record_for(Policy(("stuck", "error")), 1000)
     stuck: dict[str, object] = {}
     decide("stuck", stuck, state)
     assert (True, "stuck") == (stuck["trace_sampled"], stuck["trace_keep"])
