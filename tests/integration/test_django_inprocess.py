@@ -203,21 +203,27 @@ def test_lean_query_spans_equal_dbapi_traced_execution_spans(
     stock = _query_spans(traced, "/fault/db-error/")
     assert stock == lean
     [failed] = [s for s in lean if s[5]]
-    assert [("exception", "sqlite3.OperationalError")] == failed[5]
+    # The exception the application gets: Django's, wrapping the driver's (its __cause__).
+    assert [("exception", "django.db.utils.OperationalError")] == failed[5]
     assert "SELECT * FROM shop_no_such_table" == failed[2]["db.statement"]
     assert all(s[6] for s in lean)
 
 
 def test_each_new_connection_reuses_the_alias_integration(traced: Traced) -> None:
-    """CONN_MAX_AGE=0 opens a connection per request; its dbapi integration is built once."""
+    """CONN_MAX_AGE=0 opens a connection per request; its dbapi integration and cursor tracer
+    are built once, and ours is in its execute wrappers once."""
     from django.db import connection
 
-    integrations = []
+    from otel_canonical_logs.instrumentation import django_db
+
+    tracers = []
     for _ in range(2):
         connection.close()
         connection.ensure_connection()
-        integrations.append(connection.connection._self_db_api_integration)
-    assert integrations[0] is integrations[1]
+        tracers.append(django_db._cursor_tracer(connection))
+        assert 1 == connection.execute_wrappers.count(django_db._query)
+    assert tracers[0] is tracers[1]
+    assert tracers[0]._db_api_integration is django_db._integration(connection, connection.connection)
     assert 10 == _get("/db/")["db_queries"]
 
 
@@ -370,19 +376,20 @@ def test_unsampled_request_counts_queries_without_spans(traced: Traced) -> None:
 
 def test_uninstrument_undoes_everything_instrument_replaced(traced: Traced) -> None:
     """Every outside attribute the DB and template instrumentors replaced — the driver-``connect``
-    bypass and each backend's ``last_executed_query`` included — is the original again after
-    ``uninstrument()``, and ours again after a new ``instrument()``."""
+    bypass included — is the original again after ``uninstrument()``, the connection's execute
+    wrappers no longer hold ours, and ours again after a new ``instrument()``."""
     import sqlite3
 
     from django.db import connection
     from django.db.backends.base import base as backend_base
     from django.db.backends.base.base import BaseDatabaseWrapper
-    from django.db.backends.sqlite3.operations import DatabaseOperations
+    from django.db.backends.utils import CursorWrapper
     from django.template.base import Template
     from django.template.loader_tags import ExtendsNode
     from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
 
     from otel_canonical_logs._patching import is_ours
+    from otel_canonical_logs.instrumentation import django_db
     from otel_canonical_logs.instrumentation.django_db import DjangoDatabaseInstrumentor
     from otel_canonical_logs.instrumentation.templates import DjangoTemplateInstrumentor
 
@@ -392,17 +399,17 @@ def test_uninstrument_undoes_everything_instrument_replaced(traced: Traced) -> N
     def replaced() -> list[bool]:
         return [
             is_ours(BaseDatabaseWrapper.__dict__["connect"]),
-            is_ours(BaseDatabaseWrapper.__dict__["_prepare_cursor"]),
+            is_ours(CursorWrapper.__dict__["callproc"]),
             is_ours(vars(backend_base)["debug_transaction"]),
-            is_ours(DatabaseOperations.__dict__.get("last_executed_query")),
             is_ours(Template.__dict__["render"]),
             is_ours(ExtendsNode.__dict__["render"]),
+            django_db._query in connection.execute_wrappers,
         ]
 
     connection.close()
     SQLite3Instrumentor().instrument(tracer_provider=traced.provider)
     try:
-        with connection.cursor() as cursor:  # connects (bypass) and wraps (last_executed_query)
+        with connection.cursor() as cursor:  # connects (bypass) and adds ours to execute_wrappers
             cursor.execute("SELECT 1")
         assert [True] * 6 == replaced() and bypassed()
         connection.close()
@@ -415,7 +422,7 @@ def test_uninstrument_undoes_everything_instrument_replaced(traced: Traced) -> N
         DjangoTemplateInstrumentor().instrument(tracer_provider=traced.provider)
         connection.close()
         SQLite3Instrumentor().uninstrument()
-    assert 10 == _get("/db/")["db_queries"]  # a new connection: last_executed_query is wrapped again
+    assert 10 == _get("/db/")["db_queries"]  # a new connection: ours in its execute wrappers again
     assert [True] * 6 == replaced()
 
 

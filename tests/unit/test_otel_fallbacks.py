@@ -127,7 +127,7 @@ def test_dbapi_internals_missing_take_traced_execution(
 ) -> None:
     """Without ``CursorTracer._populate_span`` the lean span path is off: queries go through
     dbapi's public ``traced_execution`` and still make their CLIENT span with the statement."""
-    from opentelemetry.instrumentation.dbapi import CursorTracer, DatabaseApiIntegration
+    from opentelemetry.instrumentation.dbapi import CursorTracer
 
     from otel_canonical_logs.instrumentation import django_db
 
@@ -141,12 +141,24 @@ def test_dbapi_internals_missing_take_traced_execution(
     monkeypatch.setattr(django_db._settings, "lean", lean)
 
     provider, exporter = spans
-    integration = DatabaseApiIntegration("t", "sqlite", tracer_provider=provider)
+    monkeypatch.setattr(django_db._settings, "options", {"tracer_provider": provider})
+    monkeypatch.setattr(django_db._settings, "active", True)
     raw = sqlite3.connect(":memory:")
+
+    class Connection:  # what the execute wrapper reads of Django's DatabaseWrapper
+        vendor = "sqlite"
+        connection = raw
+
+    class Cursor:  # ... and of its CursorWrapper
+        cursor = raw.cursor()
+
+    def execute(sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        return context["cursor"].cursor.execute(sql)
+
     try:
-        cursor = django_db._Connection(raw, integration).cursor()
-        cursor.execute("SELECT 1")
-        assert [(1,)] == cursor.fetchall()
+        context = {"connection": Connection(), "cursor": Cursor()}
+        result = django_db._query(execute, "SELECT 1", None, False, context)
+        assert [(1,)] == result.fetchall()
     finally:
         raw.close()
     (span,) = exporter.get_finished_spans()

@@ -1,8 +1,13 @@
 """DB spans for every Django connection, through opentelemetry-instrumentation-dbapi.
 
-The raw DB-API connection is wrapped when Django opens it (``connection_created``), below
-Django's ``CursorWrapper``/``CursorDebugWrapper``: every cursor path Django has — ``DEBUG=True``,
-``force_debug_cursor``, ``assertNumQueries``, raw SQL — goes through it.
+Each query is seen through Django's own instrumentation hook: ours is the first of every
+connection's ``execute_wrappers`` (put there when Django opens the connection,
+``connection_created``), which every ``CursorWrapper``/``CursorDebugWrapper`` ``execute`` and
+``executemany`` runs — ``DEBUG=True``, ``force_debug_cursor``, ``assertNumQueries``, raw SQL,
+server-side cursors — exactly where Django's ``CaptureQueriesContext`` logs them; ``callproc``,
+which Django runs outside its wrappers, is wrapped on ``CursorWrapper``. No proxy sits on the
+raw DB-API connection or cursor (an earlier version's wrapt proxies cost about 35k instructions
+per query).
 
 A query in a request whose trace is sampled becomes a dbapi CLIENT span, exported like any other.
 A query in an unsampled request — or in any request when no span processor but ours is installed
@@ -22,11 +27,10 @@ from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.dbapi import (
     CursorTracer,
     DatabaseApiIntegration,
-    TracedCursorProxy,
 )
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
-from wrapt import FunctionWrapper, ObjectProxy
+from wrapt import FunctionWrapper
 
 from .. import _guard, _otel
 from .._aggregate import InFlight, RequestAggregate
@@ -35,6 +39,7 @@ from .._runtime import runtime
 from .._version import __version__
 
 _INTEGRATION_ATTR = "_otel_canonical_logs_integration"
+_TRACER_ATTR = "_otel_canonical_logs_cursor_tracer"
 _CLIENT = SpanKind.CLIENT
 # True while Django opens a connection (BaseDatabaseWrapper.connect).
 _django_connecting: ContextVar[bool] = ContextVar("otel_canonical_logs_django_connecting", default=False)
@@ -48,9 +53,12 @@ class _Settings:
     """What the last ``instrument()`` asked for; ``generation`` tells cached integrations,
     built with older options, to be rebuilt."""
 
-    __slots__ = ("generation", "lean", "options")
+    __slots__ = ("active", "generation", "lean", "options")
 
     def __init__(self) -> None:
+        # False after ``uninstrument()``: connections opened before it still have ours among
+        # their execute wrappers (every thread's, not only the caller's), which then only call on.
+        self.active = False
         self.generation = 0
         self.options: dict[str, Any] = {}
         # dbapi's span naming and attribute population reused by the leaner span path (_traced).
@@ -89,48 +97,28 @@ def untraced(raw: Any) -> Any:
     return raw
 
 
-def _quiet_debug_bookkeeping(ops_class: type) -> None:
-    """Keep Django's own debug-mode SQL out of the request's queries.
-
-    With ``DEBUG=True`` (or ``force_debug_cursor``) Django calls ``last_executed_query`` after
-    every query; on SQLite that runs ``SELECT QUOTE(?), ...`` on the same connection. It is not
-    the application's query, so no span is made for it.
-    """
-    _patches.patch(ops_class, "last_executed_query", _make_last_executed_query, own=True)
-
-
-def _make_last_executed_query(original: Any) -> Any:
-    from opentelemetry.instrumentation.utils import suppress_instrumentation
-
-    def last_executed_query(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with suppress_instrumentation():
-            return original(self, *args, **kwargs)
-
-    return last_executed_query
-
-
-def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """One execution: counted on the fast path, else a span. Guarded on both sides of the host's
-    call: anything of ours failing before it runs the query as it would run without us; after
-    it, the query's result or exception is the host's, untouched."""
+def _query(execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: dict[str, Any]) -> Any:
+    """Django's execute wrapper, first in every connection's ``execute_wrappers``: one
+    execution, counted on the fast path, else a span. Guarded on both sides of the host's call:
+    anything of ours failing before it runs the query as it would run without us; after it, the
+    query's result or exception is the host's, untouched."""
+    if not _settings.active:
+        return execute(sql, params, many, context)
     try:
         ctx = otel_context.get_current()
         suppressed = ctx.get(_SUPPRESS) if _SUPPRESS is not None else _suppressed(ctx)
         state = None if suppressed else runtime.request_state(ctx)
     except Exception as exc:
         _guard.report("django_db.execute", exc)
-        return method(*args, **kwargs)
+        return execute(sql, params, many, context)
     if suppressed:
-        return method(*args, **kwargs)
+        return execute(sql, params, many, context)
     if state is None or state.spans_wanted:
-        if _settings.lean:
-            return _traced(proxy, method, args, kwargs, ctx, state)
-        return proxy._self_cursor_tracer.traced_execution(proxy.__wrapped__, method, *args, **kwargs)
+        return _traced(execute, sql, params, many, context, ctx, state)
     try:
-        statement = args[0] if args else None
         if state.keep is not None:
             # Recorded for keeping: a record of its own (its times, parent, error).
-            op = state.begin(statement, "db", ctx, proxy._self_cursor_tracer)
+            op = state.begin(sql, "db", ctx, _cursor_tracer(context["connection"]))
         else:
             # The aggregate's slot for the query running now (a request's queries do not nest):
             # what a timeout snapshot names. Set and cleared here, not through a call: this is
@@ -139,15 +127,15 @@ def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: 
             if slot is None:
                 slot = state.query_slot = InFlight(None)
             op = slot
-            op.text = statement
+            op.text = sql
             state.in_flight[op] = op
     except Exception as exc:
         _guard.report("django_db.execute", exc)
-        return method(*args, **kwargs)
+        return execute(sql, params, many, context)
     error: BaseException | None = None
     start = perf_counter_ns()
     try:
-        return method(*args, **kwargs)
+        return execute(sql, params, many, context)
     except BaseException as exc:
         error = exc
         raise
@@ -158,7 +146,7 @@ def _run(proxy: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: 
                 state.in_flight.pop(op, None)
             else:
                 state.end(op, error)
-            state.add_query(statement, elapsed)
+            state.add_query(sql, elapsed)
         except Exception as exc:
             _guard.report("django_db.count_query", exc)
 
@@ -176,22 +164,27 @@ def _count(state: RequestAggregate, span: Any, statement: object, elapsed: int) 
 
 
 def _traced(
-    proxy: Any,
-    method: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    execute: Callable[..., Any],
+    sql: Any,
+    params: Any,
+    many: bool,
+    context: dict[str, Any],
     ctx: Any,
     state: RequestAggregate | None,
 ) -> Any:
-    """The query as a dbapi CLIENT span: the name and attributes ``traced_execution`` gives it,
-    but started without being made the current span. A query is a leaf (the driver's own
-    instrumentation is off Django's connections), so nothing needs it current, and attaching
+    """The query as a dbapi CLIENT span, with the name and attributes dbapi's
+    ``traced_execution`` gives it. Where dbapi's internals are as expected (``_settings.lean``)
+    the span is started without being made the current span: a query is a leaf (the driver's
+    own instrumentation is off Django's connections), so nothing needs it current, and attaching
     and detaching a context per query is a large part of dbapi's per-query cost. In a request,
     the query is counted here, as on the fast path, and its span is not folded again."""
+    if not _settings.lean:
+        return _traced_by_dbapi(execute, sql, params, many, context)
+    args = (sql,) if params is None else (sql, params)
     span: Any = None
     try:
-        tracer = proxy._self_cursor_tracer
-        cursor = proxy.__wrapped__
+        tracer = _cursor_tracer(context["connection"])
+        cursor = context["cursor"].cursor
         integration = tracer._db_api_integration
         if state is not None and state.root_end_ns is not None and _span_in(ctx) is None:
             # A query in a streamed body, after the root span ended: still a child of the request.
@@ -206,11 +199,11 @@ def _traced(
         if span is not None:
             with _guard.guard("django_db.span"):
                 span.end()
-        return method(*args, **kwargs)
+        return execute(sql, params, many, context)
     start = perf_counter_ns()
     error: Exception | None = None
     try:
-        return method(*args, **kwargs)
+        return execute(sql, params, many, context)
     except Exception as exc:
         error = exc
         raise
@@ -220,53 +213,64 @@ def _traced(
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
             if state is not None:
-                _count(state, span, args[0] if args else None, perf_counter_ns() - start)
+                _count(state, span, sql, perf_counter_ns() - start)
             span.end()
             tracer._record_metrics(cursor, operation, start * 1e-9, error)
         except Exception as exc:
             _guard.report("django_db.span", exc)
 
 
-class _Cursor(TracedCursorProxy[Any]):
-    """dbapi's traced cursor, with the unsampled fast path in front of its span path.
+def _traced_by_dbapi(
+    execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: dict[str, Any]
+) -> Any:
+    """dbapi's own ``traced_execution`` (its span made current, its sqlcommenter if enabled),
+    for a dbapi whose internals the lean path does not know. Its spans are folded by the
+    processor like any other child span."""
+    ran = False
 
-    Django opens a cursor for every query, so this one is cheap to build: it takes its
-    connection's ``CursorTracer`` (dbapi's own ``__init__`` subscripts a ``Generic`` and builds a
-    tracer per cursor, about 10 µs a query).
-    """
+    def run(sql: Any, params: Any = None, *rest: Any) -> Any:
+        nonlocal ran
+        ran = True
+        return execute(sql, params, many, context)
 
-    def __init__(self, cursor: Any, tracer: CursorTracer[Any]) -> None:
-        ObjectProxy.__init__(self, cursor)
-        self._self_cursor_tracer = tracer
+    try:
+        tracer = _cursor_tracer(context["connection"])
+        cursor = context["cursor"].cursor
+    except Exception as exc:
+        _guard.report("django_db.span", exc)
+        return execute(sql, params, many, context)
+    args = (sql,) if params is None else (sql, params)
+    try:
+        return tracer.traced_execution(cursor, run, *args)
+    except Exception as exc:
+        if ran:
+            raise  # the host's query raised: its exception, untouched
+        _guard.report("django_db.span", exc)
+        return execute(sql, params, many, context)
 
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        return _run(self, self.__wrapped__.execute, args, kwargs)
 
-    def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        return _run(self, self.__wrapped__.executemany, args, kwargs)
+def _cursor_tracer(connection: Any) -> CursorTracer[Any]:
+    """The dbapi ``CursorTracer`` of a Django connection object (per alias and thread): built
+    on its first traced or recorded query, and again after ``instrument()`` changed options."""
+    cached = connection.__dict__.get(_TRACER_ATTR)
+    if cached is not None and cached[0] == _settings.generation:
+        return cached[1]  # type: ignore[no-any-return]
+    tracer: CursorTracer[Any] = CursorTracer(_integration(connection, connection.connection))
+    connection.__dict__[_TRACER_ATTR] = (_settings.generation, tracer)
+    return tracer
 
-    def callproc(self, *args: Any, **kwargs: Any) -> Any:
-        return _run(self, self.__wrapped__.callproc, args, kwargs)
 
+def _make_callproc(original: Any) -> Any:
+    """``CursorWrapper.callproc`` does not go through Django's execute wrappers: the same
+    counting and span around it, the procedure's name as its statement."""
 
-class _Connection(ObjectProxy):  # type: ignore[type-arg]
-    """The raw connection, handing out traced cursors. A plain proxy: dbapi's
-    ``TracedConnectionProxy`` sends every attribute read through a Python ``__getattribute__``."""
+    def callproc(self: Any, procname: Any, params: Any = None, kparams: Any = None) -> Any:
+        def execute(sql: Any, params: Any, many: bool, context: Any) -> Any:
+            return original(self, procname, params, kparams)
 
-    def __init__(self, connection: Any, integration: DatabaseApiIntegration) -> None:
-        ObjectProxy.__init__(self, connection)
-        self._self_db_api_integration = integration
-        self._self_cursor_tracer: CursorTracer[Any] = CursorTracer(integration)
+        return _query(execute, procname, params, False, {"connection": self.db, "cursor": self})
 
-    def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        return _Cursor(self.__wrapped__.cursor(*args, **kwargs), self._self_cursor_tracer)
-
-    def __enter__(self) -> Any:
-        self.__wrapped__.__enter__()
-        return self
-
-    def __exit__(self, *args: Any) -> Any:
-        return self.__wrapped__.__exit__(*args)
+    return callproc
 
 
 def _integration(connection: Any, raw: Any) -> DatabaseApiIntegration:
@@ -286,11 +290,14 @@ def _integration(connection: Any, raw: Any) -> DatabaseApiIntegration:
 
 
 def _wrap(connection: Any) -> None:
-    _quiet_debug_bookkeeping(type(connection.ops))
-    if connection.connection is None:
-        return
-    raw = untraced(connection.connection)
-    connection.connection = _Connection(raw, _integration(connection, raw))
+    """A connection Django just opened: ours first in its execute wrappers (once per connection
+    object: the list outlives reconnects), and the driver's own tracing taken off the raw
+    connection."""
+    wrappers = connection.execute_wrappers
+    if _query not in wrappers:
+        wrappers.insert(0, _query)
+    if connection.connection is not None:
+        connection.connection = untraced(connection.connection)
 
 
 def _bypass_driver_tracing(module: Any) -> None:
@@ -340,28 +347,6 @@ def _make_connect(original: Any) -> Any:
             _django_connecting.reset(token)
 
     return connect
-
-
-def _make_prepare_cursor(original: Any) -> Any:
-    """Cursors Django builds itself on the raw connection go through the proxy too.
-
-    PostgreSQL's server-side cursors under psycopg 3 (``QuerySet.iterator()`` without
-    ``server_side_binding``) are made as ``ServerSideCursor(connection, ...)``, never through
-    ``connection.cursor()``: every cursor reaches ``_prepare_cursor``, where one that is not
-    ours yet is wrapped. Django logs the cursor's ``execute`` (the DECLARE) as one query, not its
-    fetches; so does the line.
-    """
-
-    def _prepare_cursor(self: Any, cursor: Any) -> Any:
-        try:
-            raw = self.connection
-            if isinstance(raw, _Connection) and not isinstance(cursor, _Cursor):
-                cursor = _Cursor(cursor, raw._self_cursor_tracer)
-        except Exception as exc:
-            _guard.report("django_db.prepare_cursor", exc)
-        return original(self, cursor)
-
-    return _prepare_cursor
 
 
 def _count_transaction_statement(sql: str, elapsed: int) -> None:
@@ -420,18 +405,20 @@ class DjangoDatabaseInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         from django.db.backends.base.base import BaseDatabaseWrapper
         from django.db.backends.signals import connection_created
+        from django.db.backends.utils import CursorWrapper
 
         _settings.generation += 1
         _settings.options = {}
         if kwargs.get("tracer_provider") is not None:
             _settings.options["tracer_provider"] = kwargs["tracer_provider"]
         _settings.lean = _otel.dbapi_lean()
+        _settings.active = True
 
         connection_created.connect(
             _on_connection_created, weak=False, dispatch_uid="otel_canonical_logs.django_db"
         )
         _patches.patch(BaseDatabaseWrapper, "connect", _make_connect)
-        _patches.patch(BaseDatabaseWrapper, "_prepare_cursor", _make_prepare_cursor)
+        _patches.patch(CursorWrapper, "callproc", _make_callproc)
         for name in _DEBUG_TRANSACTION_MODULES:
             try:
                 module = importlib.import_module(name)
@@ -440,7 +427,13 @@ class DjangoDatabaseInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _patches.patch(module, "debug_transaction", _make_debug_transaction)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        from django.db import connections
         from django.db.backends.signals import connection_created
 
+        _settings.active = False
         connection_created.disconnect(dispatch_uid="otel_canonical_logs.django_db")
         _patches.undo()
+        for connection in connections.all(initialized_only=True):  # this thread's
+            with _guard.guard("django_db.uninstrument"):
+                while _query in connection.execute_wrappers:
+                    connection.execute_wrappers.remove(_query)
