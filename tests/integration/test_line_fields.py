@@ -110,8 +110,8 @@ def test_an_n_plus_one_loop_among_other_queries_gives_the_run_and_the_loop_line(
 def test_raw_sql_with_inlined_ids_is_one_normalised_statement(
     gunicorn: Start, admin_env: dict[str, str]
 ) -> None:
-    """Each author query has its id in the text: no SQL text repeats (no db_dup_*), yet the loop is
-    an N+1 run of the normalised statement."""
+    """Each author query has its id in the text, so db_dup_* sees only the texts whose id comes
+    back; the whole loop is one N+1 run of the normalised statement."""
     expected = measure(admin_env, "/n1/raw/")["/n1/raw/"]
     sqls = [q["sql"] for q in expected["raw"]]
     inlined = [s for s in sqls if s.startswith("SELECT name FROM shop_author WHERE id = ")]
