@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from shop import async_views, truth_views, views
+from shop import async_views, line_views, truth_views, views
 
 urlpatterns = [
     path("ok/", views.ok, name="ok"),
@@ -24,6 +24,12 @@ urlpatterns = [
     path("stream/async/", async_views.stream_async, name="stream-async"),
     path("spin/", async_views.spin, name="spin"),
     path("file/", async_views.file, name="file"),
+    # N+1 runs, the user, body sizes (tests/integration/test_line_fields.py).
+    path("n1/loop/", line_views.n1_loop, name="n1-loop"),
+    path("n1/raw/", line_views.n1_raw, name="n1-raw"),
+    path("session-twice/", line_views.session_twice, name="session-twice"),
+    path("whoami/", line_views.whoami, name="whoami"),
+    path("whoami/async/", line_views.whoami_async, name="whoami-async"),
     # Every cursor path (tests/integration/test_truth.py).
     path("truth/iterator/", truth_views.iterator, name="truth-iterator"),
     path("truth/atomic/", truth_views.atomic, name="truth-atomic"),

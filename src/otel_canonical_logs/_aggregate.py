@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext
 
-from . import _frames, _otel
+from . import _frames, _otel, _sql
 from .fields import CATEGORIES
 
 # What Django sends (or logs) to manage transactions, on every backend it ships: counted as
@@ -21,6 +21,7 @@ from .fields import CATEGORIES
 _TRANSACTION_STATEMENTS = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
 _ZERO = dict.fromkeys(CATEGORIES, 0)
 DEFAULT_MAX_STATEMENTS = 500
+DEFAULT_N1_MIN_QUERIES = 5
 # The records of a request not recorded for keeping: shared and never appended to (every append
 # happens only once ``keep`` is set, and ``record_for`` gives the request its own lists).
 _NOTHING: list[Any] = []
@@ -29,13 +30,27 @@ _NOTHING: list[Any] = []
 class SqlStat:
     """Executions and total time of one SQL text within a request."""
 
-    __slots__ = ("count", "loc", "time_ns")
+    __slots__ = ("count", "loc", "norm", "time_ns")
 
-    def __init__(self) -> None:
+    def __init__(self, norm: str) -> None:
         self.count = 0
         self.time_ns = 0
         # Application frame of its second run (path:line:function); the N+1 call site.
         self.loc: str | None = None
+        # The text normalised (``_sql``): what an N+1 run of it is recognised by.
+        self.norm = norm
+
+
+class N1Run:
+    """An N+1 run: consecutive executions of one normalised statement after another statement."""
+
+    __slots__ = ("count", "loc", "sql", "time_ns")
+
+    def __init__(self, sql: str, count: int, time_ns: int, loc: str | None) -> None:
+        self.sql = sql
+        self.count = count
+        self.time_ns = time_ns
+        self.loc = loc
 
 
 class InFlight:
@@ -75,12 +90,20 @@ class RequestAggregate:
         "kept",
         "max_records",
         "max_statements",
+        "n1",
+        "n1_min",
+        "n1_min_ns",
         "ops",
         "query_slot",
         "renders",
         "root_context",
         "root_end_ns",
         "root_span",
+        "run_count",
+        "run_loc",
+        "run_norm",
+        "run_ns",
+        "run_source",
         "scope",
         "spans",
         "spans_wanted",
@@ -96,6 +119,8 @@ class RequestAggregate:
         root_context: SpanContext,
         start_ns: int,
         max_statements: int = DEFAULT_MAX_STATEMENTS,
+        n1_min: int = DEFAULT_N1_MIN_QUERIES,
+        n1_min_ns: int = 0,
     ) -> None:
         self.root_span = root_span
         self.root_context = root_context
@@ -110,6 +135,17 @@ class RequestAggregate:
         self.times = _ZERO.copy()
         self.sql: dict[str, SqlStat] = {}
         self.max_statements = max_statements
+        # N+1 runs (Sentry's shape): the run of one normalised statement going on now — whether
+        # another statement came before it (its source), its length, time and, once it is
+        # ``n1_min`` long, the loop's frame — and the largest run that qualified so far.
+        self.n1_min = n1_min
+        self.n1_min_ns = n1_min_ns
+        self.run_norm: str | None = None
+        self.run_source = False
+        self.run_count = 0
+        self.run_ns = 0
+        self.run_loc: str | None = None
+        self.n1: N1Run | None = None
         self.exc: BaseException | None = None
         # The request's WSGI environ, for instrumenters' call(req, resp, environ).
         self.environ: Any = None
@@ -162,10 +198,13 @@ class RequestAggregate:
             self.times[category] += elapsed
 
     def add_query(self, statement: object, elapsed: int) -> None:
-        """One query: totals, and per SQL text for the N+1 smell.
+        """One query: totals, per SQL text for the repeats (``db_dup_*``), and the run of its
+        normalised text for N+1 runs (``db_n1_*``).
 
         Called on the thread that ran the query, right after it, so the caller's frames are
-        still on the stack for the call site of a repeat.
+        still on the stack for the call site of a repeat. A text is normalised once per request
+        (and per process, ``_sql.normalised``); the stack is walked at a text's second run and
+        once per N+1 run, when it gets ``n1_min`` long.
         """
         self.counts["db"] += 1
         self.times["db"] += elapsed
@@ -174,13 +213,51 @@ class RequestAggregate:
         stat = self.sql.get(statement)
         if stat is None:
             if len(self.sql) >= self.max_statements:
-                return
-            stat = self.sql[statement] = SqlStat()
-        stat.count += 1
-        stat.time_ns += elapsed
-        if stat.count == 2:
-            # Only a repeat pays for a stack walk.
-            stat.loc = _frames.caller_location(sys._getframe(1))
+                norm = _sql.normalised(statement)
+            else:
+                stat = self.sql[statement] = SqlStat(_sql.normalised(statement))
+                norm = stat.norm
+        else:
+            norm = stat.norm
+        if stat is not None:
+            stat.count += 1
+            stat.time_ns += elapsed
+            if stat.count == 2:
+                # Only a repeat pays for a stack walk.
+                stat.loc = _frames.caller_location(sys._getframe(1))
+        if norm == self.run_norm:
+            self.run_count += 1
+            self.run_ns += elapsed
+            if self.run_count == self.n1_min and self.run_source:
+                self.run_loc = _frames.caller_location(sys._getframe(1))
+            return
+        if self.run_count >= self.n1_min:
+            self._end_run()
+        # A statement before this one (its source) makes the run that starts here an N+1 run
+        # once it is long enough; a request's first statement starts none.
+        self.run_source = self.run_norm is not None
+        self.run_norm = norm
+        self.run_count = 1
+        self.run_ns = elapsed
+        self.run_loc = None
+
+    def _end_run(self) -> None:
+        """The run going on has ended at ``n1_min`` queries or more."""
+        self.n1 = self._largest_run()
+
+    def _largest_run(self) -> N1Run | None:
+        """The largest qualified run: the one going on, if it qualifies and is larger."""
+        best = self.n1
+        norm = self.run_norm
+        if (
+            norm is None
+            or not self.run_source
+            or self.run_count < self.n1_min
+            or self.run_ns < self.n1_min_ns
+            or (best is not None and (self.run_count, self.run_ns) <= (best.count, best.time_ns))
+        ):
+            return best
+        return N1Run(norm, self.run_count, self.run_ns, self.run_loc)
 
     def begin(self, text: object, kind: str = "db", ctx: Any = None, source: Any = None) -> InFlight:
         """A span-less operation starts (``text``: what a snapshot shows, the SQL or the
@@ -235,3 +312,7 @@ class RequestAggregate:
                 if stat.count > top_count:
                     top_sql, top_count, top_loc = sql, stat.count, stat.loc
         return dup_count, dup_ns, top_sql, top_loc
+
+    def n_plus_one(self) -> N1Run | None:
+        """The largest N+1 run of the request so far, the one still going on included."""
+        return self._largest_run()

@@ -26,6 +26,17 @@ CANONICAL_LOGS_DB_MAX_STATEMENTS = "CANONICAL_LOGS_DB_MAX_STATEMENTS"
 """How many distinct SQL texts one request tracks for duplicate detection (default 500); queries
 past that are still counted in ``db_queries``/``db_time``."""
 
+CANONICAL_LOGS_N1_MIN_QUERIES = "CANONICAL_LOGS_N1_MIN_QUERIES"
+"""How long a run of consecutive executions of one normalised statement, after a different
+statement, must be to be an N+1 run (``db_n1_*``; default 5, at least 2)."""
+
+CANONICAL_LOGS_N1_MIN_TIME = "CANONICAL_LOGS_N1_MIN_TIME"
+"""The total time, in seconds, an N+1 run's queries must take to count (default 0: any)."""
+
+CANONICAL_LOGS_USER = "CANONICAL_LOGS_USER"
+"""``true`` (default) puts the authenticated user's primary key on the line (``usr_id``) when the
+application loaded ``request.user`` itself; ``false`` leaves it off."""
+
 CANONICAL_LOGS_KEEP = "CANONICAL_LOGS_KEEP"
 """The rules that keep (export, complete) the trace of a request the head sampler did not sample,
 comma-separated: ``error``, ``timeout``, ``stuck``, ``partial_failure``, ``slow``, ``n_plus_one``

@@ -91,6 +91,12 @@ def _collect(
             values["db_dup_time"] = _seconds(dup_ns)
             values["db_dup_sql"] = top_sql[:_DUP_SQL_MAX]
             values["db_dup_loc"] = top_loc
+        run = state.n_plus_one()
+        if run is not None:
+            values["db_n1_queries"] = run.count
+            values["db_n1_time"] = _seconds(run.time_ns)
+            values["db_n1_sql"] = run.sql[:_DUP_SQL_MAX]
+            values["db_n1_loc"] = run.loc
     if state.exc is not None:
         values.update(exception_fields(state.exc))
     values.update(state.fields)

@@ -48,6 +48,19 @@ FIELDS: tuple[Field, ...] = (
     Field("req_route", str, "matched URL pattern, e.g. `/books/<int:pk>/`", ("http.route",)),
     Field("req_referrer", str, "the `Referer` header"),
     Field("req_user_agent", str, "the `User-Agent` header", ("user_agent.original", "http.user_agent")),
+    Field("req_bytes", int, "request body size from its `Content-Length` header, when it has one"),
+    Field(
+        "req_queue_time",
+        float,
+        "time from the proxy receiving the request (`X-Request-Start` or `X-Queue-Start`: `t=` and "
+        "seconds, milliseconds or microseconds) to the worker starting it",
+        unit="s",
+    ),
+    Field(
+        "usr_id",
+        str,
+        "primary key of the authenticated user, when the application loaded `request.user` itself",
+    ),
     Field("resp_view", str, "dotted name of the Django view"),
     Field(
         "resp_status",
@@ -63,6 +76,7 @@ FIELDS: tuple[Field, ...] = (
         "shares its thread's clock)",
         unit="s",
     ),
+    Field("resp_bytes", int, "body bytes sent to the client (streamed bodies too; 0 for `HEAD`)"),
     Field("resp_aborted", bool, "the body was not sent in full: the client went away first"),
     Field("db_queries", int, "database queries", rollup="db"),
     Field("db_time", float, "total time of the database queries", unit="s", rollup="db"),
@@ -70,6 +84,19 @@ FIELDS: tuple[Field, ...] = (
     Field("db_dup_time", float, "total time of those duplicated queries", unit="s"),
     Field("db_dup_sql", str, "the most repeated SQL text (truncated)"),
     Field("db_dup_loc", str, "application frame that issued the most repeated SQL"),
+    Field(
+        "db_n1_queries",
+        int,
+        "queries of the largest N+1 run: consecutive executions of one normalised statement after "
+        "a different one, at least `CANONICAL_LOGS_N1_MIN_QUERIES` long",
+    ),
+    Field("db_n1_time", float, "total time of that run's queries", unit="s"),
+    Field(
+        "db_n1_sql",
+        str,
+        "that run's statement normalised: literals and placeholders `?`, `IN (...)` (truncated)",
+    ),
+    Field("db_n1_loc", str, "application frame of the loop that issued the run"),
     Field("tmpl_renders", int, "template renders", rollup="tmpl"),
     Field("tmpl_time", float, "total time of the template renders", unit="s", rollup="tmpl"),
     Field("http_out_calls", int, "outgoing HTTP calls", rollup="http_out"),

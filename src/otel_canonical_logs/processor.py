@@ -63,6 +63,8 @@ class CanonicalLogProcessor(SpanProcessor):
         self._max_records = _env.env_int(_env.CANONICAL_LOGS_KEEP_MAX_SPANS, 1000)
         self._max_open = max_open_requests or _env.env_int(_env.CANONICAL_LOGS_MAX_OPEN_REQUESTS, 1000)
         self._max_statements = max_statements or _env.env_int(_env.CANONICAL_LOGS_DB_MAX_STATEMENTS, 500)
+        self._n1_min = _env.env_int(_env.CANONICAL_LOGS_N1_MIN_QUERIES, 5, minimum=2)
+        self._n1_min_ns = int(_env.env_float(_env.CANONICAL_LOGS_N1_MIN_TIME, 0.0) * 1e9)
         # span_id -> aggregate of the request it belongs to (roots and open descendants).
         self._owner: dict[int, RequestAggregate] = {}
         # root span_id -> aggregate, in start order, to evict the oldest when roots never end.
@@ -124,7 +126,9 @@ class CanonicalLogProcessor(SpanProcessor):
         return processors is None or processors != (self,)
 
     def _start_request(self, span: Span, span_id: int) -> None:
-        state = RequestAggregate(span, span.context, span.start_time or 0, self._max_statements)
+        state = RequestAggregate(
+            span, span.context, span.start_time or 0, self._max_statements, self._n1_min, self._n1_min_ns
+        )
         if self._processors is not None:
             elsewhere = self._spans_go_elsewhere()
             if state.spans_wanted and not elsewhere:

@@ -64,6 +64,14 @@ ISSUE_KEYS = {
     "resp_aborted": 11,  # the client went away before the body was sent in full
     "trace_sampled": 14,  # the trace is exported (head-sampled or kept)
     "trace_keep": 14,  # the keep rules that exported an unsampled trace
+    "req_bytes": 15,  # the request's Content-Length
+    "req_queue_time": 15,  # queued before the worker started it (X-Request-Start)
+    "usr_id": 15,  # the user the application loaded
+    "resp_bytes": 15,  # body bytes sent
+    "db_n1_queries": 15,  # N+1 runs, as Sentry's detector finds them
+    "db_n1_time": 15,
+    "db_n1_sql": 15,
+    "db_n1_loc": 15,
 }
 
 

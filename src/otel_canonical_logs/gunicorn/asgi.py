@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .. import _guard, _scope
-from .._http import fields_from_asgi
+from .._http import body_bytes, fields_from_asgi
 from .layer import ServerLayer, emit_unseen, end_request
 from .workers import UVICORN, WorkerKind
 
@@ -24,10 +24,11 @@ ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 class _Exchange:
     """What the server layer saw of one HTTP exchange."""
 
-    __slots__ = ("complete", "disconnected", "status")
+    __slots__ = ("complete", "disconnected", "sent", "status")
 
     def __init__(self) -> None:
         self.status: int | None = None
+        self.sent = 0  # body bytes the server has taken
         self.complete = False  # the last body message (more_body false) was sent
         self.disconnected = False  # the client went away before that
 
@@ -73,15 +74,18 @@ class CanonicalASGI(ServerLayer):
 
         async def send_(message: Message) -> None:
             final = False
+            size = 0
             try:
                 kind = message.get("type")
                 if kind == "http.response.body":
                     final = not message.get("more_body", False)
+                    size = len(message.get("body", b""))
                 elif kind == "http.response.start":
                     exchange.status = int(message.get("status", 0))
             except Exception as exc:
                 _guard.report("asgi.send", exc)
             await send(message)
+            exchange.sent += size
             if final:
                 exchange.complete = True
 
@@ -105,8 +109,12 @@ class CanonicalASGI(ServerLayer):
             if self.watchdog is not None:
                 self.watchdog.disarm(request)
             complete = exchange.complete and not exchange.disconnected
-            end_request(request, complete, None)
+            sent = None
+            if exchange.status is not None:
+                sent = body_bytes(request.environ.get("method"), exchange.status, exchange.sent)
+            end_request(request, complete, None, resp_bytes=sent)
             if not request.root_started and not request.fired:
-                emit_unseen(fields_from_asgi(request.environ), exchange.status, failed, elapsed_ns, complete)
+                fields = fields_from_asgi(request.environ, request.start)
+                emit_unseen(fields, exchange.status, failed, elapsed_ns, complete, sent)
         except Exception as exc:
             _guard.report("asgi.finish", exc)

@@ -37,10 +37,17 @@ def watchdog_for(worker: Any, kind: WorkerKind) -> Watchdog | None:
 
 
 def emit_unseen(
-    fields: dict[str, Any], status: int | None, failed: bool, elapsed_ns: int, complete: bool
+    fields: dict[str, Any],
+    status: int | None,
+    failed: bool,
+    elapsed_ns: int,
+    complete: bool,
+    resp_bytes: int | None = None,
 ) -> None:
     """The line of a request no root span saw (a layer in front of Django answered it): the
     ``req_*`` fields the server layer read, the status it sent (500 for an exception)."""
+    if resp_bytes is not None:
+        fields["resp_bytes"] = resp_bytes
     if status:
         fields["resp_status"] = status
     elif failed:
@@ -53,12 +60,21 @@ def emit_unseen(
 
 
 def end_request(
-    scope: _scope.RequestScope, complete: bool, error: BaseException | None, status: int | None = None
+    scope: _scope.RequestScope,
+    complete: bool,
+    error: BaseException | None,
+    status: int | None = None,
+    resp_bytes: int | None = None,
 ) -> None:
     """Finish the request's aggregate when its root span ended before the body was sent;
-    ``status``: what the server answered instead of the application's status, if it did."""
+    ``status``: what the server answered instead of the application's status, if it did;
+    ``resp_bytes``: the body bytes sent, when known."""
     state = scope.state
-    if state is None or state.root_end_ns is None:
+    if state is None:
+        return
+    if resp_bytes is not None and not state.ended:
+        state.fields["resp_bytes"] = resp_bytes
+    if state.root_end_ns is None:
         return  # no root span, or it has not ended yet: its own end writes the line
     extra: dict[str, Any] = {}
     if status is not None:

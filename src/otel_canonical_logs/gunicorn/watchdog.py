@@ -296,7 +296,7 @@ def snapshot_event(
     else:
         from .._http import fields_from_scope
 
-        values = fields_from_scope(scope.environ or {})
+        values = fields_from_scope(scope.environ or {}, scope.start)
     values["resp_time"] = round(now - scope.start, 6)
     stack = request_stack(scope, loop_thread or scope.thread_id, frame)
     values["timeout_loc"], values["timeout_cause_loc"] = _frames.locations_of(stack)

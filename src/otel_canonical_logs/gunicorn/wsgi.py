@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .. import _guard, _scope
-from .._http import fields_from_environ
+from .._http import body_bytes, content_length, fields_from_environ
 from . import rejected
 from .layer import ServerLayer, emit_unseen, end_request
 from .workers import SYNC, WorkerKind
@@ -49,7 +49,7 @@ class CanonicalWSGI(ServerLayer):
         _scope.current.set(scope)
         rejected.served(environ)  # so Gunicorn's error handler never writes a second line for it
         start = time.perf_counter_ns()
-        status: list[str] = []
+        status: list[Any] = []  # the status line, then the headers
         watchdog = self.watchdog
         if watchdog is not None:
             since = scope.start
@@ -62,7 +62,7 @@ class CanonicalWSGI(ServerLayer):
         self._busy(self.slot, 1)
 
         def capture(status_line: str, headers: Any, exc_info: Any = None) -> Any:
-            status[:] = [status_line]
+            status[:] = [status_line, headers]
             return start_response(status_line, headers, exc_info)
 
         try:
@@ -74,7 +74,10 @@ class CanonicalWSGI(ServerLayer):
             file_wrapper = environ.get("wsgi.file_wrapper")
             if file_wrapper is not None and isinstance(body, file_wrapper):
                 # Gunicorn sends these with sendfile: keep the object, hook its close().
-                _hook_close(body, lambda: self._finish(scope, environ, path_info, status, start))
+                _hook_close(
+                    body,
+                    lambda: self._finish(scope, environ, path_info, status, start, sent=_declared(status)),
+                )
                 return body  # type: ignore[no-any-return]
             if hasattr(type(body), "__iter__"):
                 return _Body(body, self, scope, environ, path_info, status, start)
@@ -88,14 +91,16 @@ class CanonicalWSGI(ServerLayer):
         scope: _scope.RequestScope,
         environ: dict[str, Any],
         path_info: str,
-        status: list[str],
+        status: list[Any],
         start: int,
         failed: bool = False,
         complete: bool = True,
         error: BaseException | None = None,
         status_override: bool = False,
+        sent: int | None = None,
     ) -> None:
-        """The request is over (its body sent, or not): write its line."""
+        """The request is over (its body sent, or not): write its line; ``sent``: the body bytes
+        handed to the server, when known."""
         if not scope.open:
             return
         scope.open = False
@@ -105,9 +110,13 @@ class CanonicalWSGI(ServerLayer):
             self._busy(self.slot, -1)
             if self.watchdog is not None:
                 self.watchdog.disarm(scope)
-            end_request(scope, complete, error, 500 if status_override else None)
+            resp_bytes = None
+            if sent is not None and status:
+                resp_bytes = body_bytes(environ.get("REQUEST_METHOD"), _code(status), sent)
+            end_request(scope, complete, error, 500 if status_override else None, resp_bytes)
             if not scope.root_started and not scope.fired:
-                self._emit(environ, path_info, status, failed, time.perf_counter_ns() - start, complete)
+                elapsed = time.perf_counter_ns() - start
+                self._emit(environ, path_info, status, failed, elapsed, complete, scope.start, resp_bytes)
         except Exception as exc:
             _guard.report("wsgi.finish", exc)
 
@@ -115,16 +124,35 @@ class CanonicalWSGI(ServerLayer):
     def _emit(
         environ: dict[str, Any],
         path_info: str,
-        status: list[str],
+        status: list[Any],
         failed: bool,
         elapsed_ns: int,
         complete: bool = True,
+        started: float | None = None,
+        resp_bytes: int | None = None,
     ) -> None:
         try:
-            code = int(status[0].split(" ", 1)[0]) if status else None
-            emit_unseen(fields_from_environ(environ, path_info), code, failed, elapsed_ns, complete)
+            code = _code(status) if status else None
+            fields = fields_from_environ(environ, path_info, started)
+            emit_unseen(fields, code, failed, elapsed_ns, complete, resp_bytes)
         except Exception as exc:
             _guard.report("wsgi.fallback_event", exc)
+
+
+def _code(status: list[Any]) -> int | None:
+    """The status code of a status line (``"200 OK"``)."""
+    try:
+        return int(status[0].split(" ", 1)[0])
+    except (ValueError, AttributeError, IndexError):
+        return None  # Gunicorn refuses such a status line: its own error response goes out
+
+
+def _declared(status: list[Any]) -> int | None:
+    """The ``Content-Length`` the application declared: what Gunicorn sends of a file."""
+    for name, value in status[1] if len(status) > 1 else ():
+        if name.lower() == "content-length":
+            return content_length(value)
+    return None
 
 
 def _hook_close(body: Any, finish: Callable[[], None]) -> None:
@@ -150,6 +178,7 @@ class _Body:
     """
 
     __slots__ = (
+        "_bytes",
         "_complete",
         "_environ",
         "_error",
@@ -169,7 +198,7 @@ class _Body:
         scope: _scope.RequestScope,
         environ: dict[str, Any],
         path_info: str,
-        status: list[str],
+        status: list[Any],
         start: int,
     ) -> None:
         self._inner = inner
@@ -182,6 +211,7 @@ class _Body:
         self._error: BaseException | None = None
         self._sent = False  # a chunk went to the server: its headers are out
         self._complete = False
+        self._bytes = 0  # body bytes the server has taken
 
     def __iter__(self) -> Iterator[bytes]:
         inner = self._inner
@@ -195,6 +225,10 @@ class _Body:
                 self._error = exc
                 raise
             self._complete = True
+            try:
+                self._bytes = sum(map(len, chunks))
+            except Exception as exc:
+                _guard.report("wsgi.body_bytes", exc)
             self._end()
             yield from chunks
             return
@@ -202,6 +236,8 @@ class _Body:
             for chunk in inner:
                 self._sent = True
                 yield chunk
+                # Asked for the next one: the server has written this one.
+                self._bytes += len(chunk)
         except GeneratorExit:
             raise  # the server stopped early (client gone): close() ends the request
         except BaseException as exc:
@@ -237,4 +273,5 @@ class _Body:
                 complete=self._complete,
                 error=error,
                 status_override=error is not None and not self._sent,
+                sent=None if error is not None and not self._sent else self._bytes,
             )

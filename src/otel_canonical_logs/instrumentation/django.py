@@ -12,7 +12,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from .. import _guard
+from .. import _env, _guard, _scope
 from .._http import fields_from_environ
 from .._patching import Patches
 from .._runtime import runtime
@@ -23,12 +23,25 @@ _pending_lock = threading.Lock()
 _patches = Patches()
 
 
+class _Options:
+    """What ``instrument()`` read from the environment for the hooks."""
+
+    __slots__ = ("user",)
+
+    def __init__(self) -> None:
+        self.user = True  # usr_id (CANONICAL_LOGS_USER)
+
+
+_options = _Options()
+
+
 def request_hook(span: trace.Span, request: Any) -> None:
     """DjangoInstrumentor's request hook: the ``req_*`` fields from the request's environ."""
     try:
         state = runtime.state_for(span)
         if state is not None:
-            fields = fields_from_environ(request.META)
+            scope = _scope.current.get()
+            fields = fields_from_environ(request.META, started=scope.start if scope is not None else None)
             # Django has replaced META's PATH_INFO with the decoded path: decoding it again as
             # WSGI's latin-1 text would mangle it (/café/ -> /caf\ufffd/). request.path is it.
             path = getattr(request, "path", None)
@@ -41,7 +54,7 @@ def request_hook(span: trace.Span, request: Any) -> None:
 
 
 def response_hook(span: trace.Span, request: Any, response: Any) -> None:
-    """DjangoInstrumentor's response hook: the resolved view's dotted name."""
+    """DjangoInstrumentor's response hook: the resolved view's dotted name, the user's id."""
     try:
         state = runtime.state_for(span)
         if state is None:
@@ -50,8 +63,48 @@ def response_hook(span: trace.Span, request: Any, response: Any) -> None:
         view = getattr(match, "_func_path", None) if match is not None else None
         if view:
             state.fields["resp_view"] = view
+        if _options.user:
+            user_id = loaded_user_id(request)
+            if user_id is not None:
+                state.fields["usr_id"] = user_id
     except Exception as exc:
         _guard.report("django.response_hook", exc)
+
+
+_lazy: tuple[type, object] | None = None
+
+
+def _lazy_object() -> tuple[type, object]:
+    global _lazy
+    from django.utils.functional import LazyObject, empty
+
+    _lazy = (LazyObject, empty)
+    return _lazy
+
+
+def loaded_user_id(request: Any) -> str | None:
+    """The primary key of the authenticated user on ``request``, if the application loaded the
+    user; never loads it (no session or user query).
+
+    Django's ``AuthenticationMiddleware`` sets ``request.user`` to a ``SimpleLazyObject`` whose
+    ``_wrapped`` stays ``empty`` until the user is first used; ``await request.auser()`` keeps
+    the user in ``request._acached_user`` instead. A user set by the application itself
+    (``login()``, Django REST framework) is an object already loaded.
+    """
+    lazy_type, empty = _lazy or _lazy_object()
+    attrs = getattr(request, "__dict__", None)
+    if not isinstance(attrs, dict):
+        return None
+    user = attrs.get("user")
+    if user is not None and issubclass(type(user), lazy_type):
+        wrapped = user._wrapped  # read as LazyObject itself reads it: never sets it up
+        user = None if wrapped is empty else wrapped
+    if user is None:
+        user = attrs.get("_acached_user")
+    if user is None or getattr(user, "is_authenticated", False) is not True:
+        return None
+    pk = getattr(user, "pk", None)
+    return None if pk is None else str(pk)
 
 
 def _on_uncaught_exception(sender: Any, request: Any = None, **kwargs: Any) -> None:
@@ -92,6 +145,7 @@ def instrument(instrumentor_class: type[Any], **kwargs: Any) -> None:
     """
     kwargs.setdefault("request_hook", request_hook)
     kwargs.setdefault("response_hook", response_hook)
+    _options.user = _env.env_bool(_env.CANONICAL_LOGS_USER, True)
 
     def run() -> None:
         instrumentor_class().instrument(**kwargs)
