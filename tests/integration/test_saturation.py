@@ -27,12 +27,15 @@ WORKER_TYPES = {
     "gevent": ["-k", "gevent"],
     # One connection per gthread worker at a time: two held requests go to two workers.
     "gthread-1": ["-k", "gthread", "--threads", "1", "--worker-connections", "1", "--keep-alive", "0"],
+    "uvicorn": ["-k", "uvicorn_worker.UvicornWorker"],
 }
+ASGI_TYPES = frozenset({"uvicorn"})
 
 
 def _server(gunicorn: Start, env: dict[str, str], kind: str = "sync", *args: str) -> GunicornServer:
     env = {**env, "CANONICAL_LOGS_SATURATION_INTERVAL": str(INTERVAL)}
-    return gunicorn(env=env, gunicorn_args=["--workers", "2", *WORKER_TYPES[kind], *args])
+    app = "mysite.asgi:application" if kind in ASGI_TYPES else "mysite.wsgi"
+    return gunicorn(env=env, wsgi=app, gunicorn_args=["--workers", "2", *WORKER_TYPES[kind], *args])
 
 
 def _saturation(server: GunicornServer) -> list[dict[str, str]]:
@@ -56,7 +59,7 @@ def _rss_mib(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-@pytest.mark.parametrize("kind", ["sync", "gthread", "gevent"])
+@pytest.mark.parametrize("kind", ["sync", "gthread", "gevent", "uvicorn"])
 def test_requests_per_interval_add_up_to_the_requests_sent(
     gunicorn: Start, module_sqlite_env: dict[str, str], kind: str
 ) -> None:
@@ -311,3 +314,42 @@ def test_process_titles_show_busy_idle_and_the_backlog(
         assert 200 == held.result().status_code and [200, 200] == [q.result().status_code for q in queued]
     assert until(worker, " idle").endswith("] idle")
     assert until(server.pid, " backlog=0").endswith(" backlog=0")
+
+
+def test_grpc_export_from_the_arbiter_and_from_workers_forked_after_it(
+    gunicorn: Start, module_sqlite_env: dict[str, str]
+) -> None:
+    """With OTLP over gRPC the arbiter exports its events on its own channel, and a worker forked
+    after that (a SIGKILLed one's replacement) still exports its request lines on its own."""
+    from tests.otlp_receiver import GRPCReceiver
+
+    with GRPCReceiver() as receiver:
+        env = {
+            **module_sqlite_env,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        }
+        server = _server(gunicorn, env)
+        receiver.wait_for(lambda r: [log for log in r.logs() if log.event_name == "canonical.saturation"])
+        killed = workers(server.pid)
+        for victim in killed:
+            os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while len(workers(server.pid) - killed) < 2:
+            assert time.monotonic() < deadline, "the killed workers were not replaced"
+            time.sleep(0.05)
+        rids = {uuid.uuid4().hex for _ in range(6)}
+        for rid in rids:
+            assert 200 == get(server, "/ok/", rid).status_code
+        receiver.wait_for(
+            lambda r: (
+                rids
+                <= {log.attributes.get("req_id") for log in r.logs() if log.event_name == "canonical.request"}
+            )
+        )
+        before = len([log for log in receiver.logs() if log.event_name == "canonical.saturation"])
+        receiver.wait_for(
+            lambda r: len([log for log in r.logs() if log.event_name == "canonical.saturation"]) > before + 1
+        )
+    assert [] == internal_errors(server), server.stderr_text()

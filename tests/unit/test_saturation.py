@@ -168,16 +168,19 @@ def test_a_worker_killed_busy_and_mid_update(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_reused_slot_keeps_its_last_owners_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     """A new worker in the slot of one that exited: the old one's requests are still counted."""
     board, arbiter = _board(monkeypatch, 1)
-    board.busy(0, 1)
-    board.busy(0, -1)
+    first = _worker(board, 0)
+    first.busy(0, 1)
+    first.busy(0, -1)
     arbiter.WORKERS.pop(100)
     replacement = _Worker(-1)
     board.assign_slot(replacement)
     arbiter.WORKERS[200] = replacement
     assert 0 == replacement._canonical_slot
-    board.busy(0, 1)
-    board.busy(0, -1)
-    assert 2 == _close(board, arbiter)["g_requests"]
+    second = _worker(board, 0)
+    for _ in range(2):
+        second.busy(0, 1)
+        second.busy(0, -1)
+    assert 3 == _close(board, arbiter)["g_requests"]
 
 
 def test_requests_gunicorn_rejected_and_timeouts_count(monkeypatch: pytest.MonkeyPatch) -> None:

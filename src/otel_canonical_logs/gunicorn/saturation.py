@@ -84,6 +84,9 @@ class Board:
         self._slot = -1  # this worker's slot
         self._counting = False  # saturation events are on: workers keep the slot's counters
         self._title = Title(follow=False)
+        self._titled = self._title.available
+        # This worker's copy of its record (it is the record's only writer).
+        self._seq = self._since = self._busy_ns = self._requests = self._peak = 0
         self._sample_lock = threading.Lock()
         self._interval: _Interval | None = None
 
@@ -118,23 +121,44 @@ class Board:
 
     def busy(self, slot: int, delta: int, finished: bool = True) -> None:
         """Worker side: a request starts (``delta`` 1) or ends (-1) in this process's slot;
-        ``finished``: an ending request counts in ``g_requests`` (not one whose worker timed out)."""
+        ``finished``: an ending request counts in ``g_requests`` (not one whose worker timed out).
+
+        The process keeps its own copy of its record, so each word is one store, not a read and
+        a store; only the end of a busy stretch (two words) is bracketed by the sequence number.
+        """
         shm = self._shm
         if shm is None or slot < 0:
             return
         with self._busy_lock:
             before = self._busy
             self._busy = busy = before + delta
-            shm[_FLAGS + slot] = min(max(busy, 0), 255)
+            shm[_FLAGS + slot] = busy if 0 <= busy <= 255 else min(max(busy, 0), 255)
             words = self._words
             if self._counting and words is not None:
                 record = _RECORDS + slot * _WORDS
                 if delta > 0:
-                    if before <= 0 < busy:
-                        _began(shm, words, record)
+                    if before <= 0 < busy:  # idle to busy
+                        self._since = now = time.monotonic_ns()
+                        words[record + _SINCE] = now
+                        in_use = words[_IN_USE]
+                        # Its own byte is written already: every worker busy now is counted.
+                        peak = words[_EPOCH] << _PEAK_BITS | (in_use - shm[_FLAGS : _FLAGS + in_use].count(0))
+                        if self._peak < peak:
+                            self._peak = peak
+                            words[record + _PEAK] = peak
                 else:
-                    _ended(words, record, busy <= 0 < before, finished)
-            if (before <= 0) != (busy <= 0):
+                    if finished:
+                        self._requests += 1
+                        words[record + _REQUESTS] = self._requests
+                    if busy <= 0 < before and self._since:  # busy to idle
+                        self._seq += 2
+                        words[record + _SEQ] = self._seq - 1
+                        self._busy_ns += time.monotonic_ns() - self._since
+                        words[record + _BUSY_NS] = self._busy_ns
+                        self._since = 0
+                        words[record + _SINCE] = 0
+                        words[record + _SEQ] = self._seq
+            if (before <= 0) != (busy <= 0) and self._titled:
                 self._title.show("busy" if busy > 0 else "idle")
 
     def count_request(self, slot: int) -> None:
@@ -143,7 +167,8 @@ class Board:
         if not self._counting or words is None or slot < 0:
             return
         with self._busy_lock:
-            _ended(words, _RECORDS + slot * _WORDS, False, True)
+            self._requests += 1
+            words[_RECORDS + slot * _WORDS + _REQUESTS] = self._requests
 
     def timed_out(self) -> None:
         """Worker side, from its watchdog thread (the field's only writer): a ``timeout`` event."""
@@ -254,31 +279,6 @@ class Board:
 
 
 board = Board()
-
-
-def _began(shm: mmap.mmap, words: memoryview, record: int) -> None:
-    """The worker went from idle to busy: its busy stretch starts; note how many are busy now."""
-    words[record + _SEQ] += 1
-    words[record + _SINCE] = time.monotonic_ns()
-    words[record + _SEQ] += 1
-    in_use = words[_IN_USE]
-    # Its own byte is written already: every worker busy at this instant is counted.
-    peak = words[_EPOCH] << _PEAK_BITS | (in_use - shm[_FLAGS : _FLAGS + in_use].count(0))
-    if words[record + _PEAK] < peak:
-        words[record + _PEAK] = peak
-
-
-def _ended(words: memoryview, record: int, idle: bool, finished: bool) -> None:
-    """A request ended; if it was the last in flight, the busy stretch is added up."""
-    words[record + _SEQ] += 1
-    if finished:
-        words[record + _REQUESTS] += 1
-    if idle:
-        since = words[record + _SINCE]
-        if since:
-            words[record + _BUSY_NS] += time.monotonic_ns() - since
-            words[record + _SINCE] = 0
-    words[record + _SEQ] += 1
 
 
 class _Interval:
