@@ -50,6 +50,10 @@ CANONICAL_LOGS_KEEP_MAX_SPANS = "CANONICAL_LOGS_KEEP_MAX_SPANS"
 """How many child spans and span-less operations one unsampled request records for keeping
 (default 1000); past that they are still counted on the line, and the kept trace says so."""
 
+CANONICAL_LOGS_SATURATION_INTERVAL = "CANONICAL_LOGS_SATURATION_INTERVAL"
+"""Seconds between the Gunicorn arbiter's ``saturation`` events (default 10, fractions allowed,
+at least 0.1); ``0`` turns them off."""
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

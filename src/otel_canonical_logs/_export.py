@@ -59,9 +59,10 @@ class _PerProcess:
     The configurator runs in Gunicorn's arbiter, before the fork. A worker never uses the
     exporter it inherits (its gRPC channel or HTTP connection pool belongs to the arbiter): the
     first export in a new process builds a fresh one from the same class, which reads the same
-    ``OTEL_EXPORTER_OTLP_*`` settings, so a worker's gRPC channel is made after the fork and the
-    arbiter's never carries an RPC. Exports of one processor run one at a time (the batch
-    processor's export lock), so the swap needs no lock of its own.
+    ``OTEL_EXPORTER_OTLP_*`` settings, so a worker's gRPC channel is made after the fork and is its
+    own. The arbiter exports its ``saturation`` events on the one it built (gRPC's fork support,
+    on by default, keeps it usable across the forks that follow). Exports of one processor run one
+    at a time (the batch processor's export lock), so the swap needs no lock of its own.
     """
 
     def __init__(self, exporter: Any, factory: Callable[[], Any] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -12,6 +13,16 @@ _logger = logging.getLogger("otel_canonical_logs")
 
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
+
+
+def _after_fork() -> None:
+    # A thread of the parent (the Gunicorn arbiter's sampler) may have held it at the fork.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 # Tests install a hook here so that a swallowed internal error fails the test instead of hiding.
 on_internal_error: Callable[[str, BaseException], None] | None = None

@@ -28,7 +28,12 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("event_type", str, "`request`, `timeout`, `stuck` or `partial_failure`; always first"),
+    Field(
+        "event_type",
+        str,
+        "`request`, `timeout`, `stuck`, `partial_failure` or `saturation` (periodic, fields of "
+        "its own); always first",
+    ),
     Field("req_id", str, "incoming `X-Request-ID` when it is a sane token, else generated"),
     Field("trace_id", str, "trace id of the request's root span (hex)"),
     Field("span_id", str, "span id of the request's root span (hex)"),
@@ -118,22 +123,53 @@ FIELDS: tuple[Field, ...] = (
     Field("g_backlog", int, "connections waiting in the listen queue"),
 )
 
+# The periodic ``saturation`` event the Gunicorn arbiter writes (no request: none of the fields
+# above but ``event_type``), in its key order. Three keys are the request lines' too, summed up
+# over the interval instead of sampled.
+SATURATION_FIELDS: tuple[Field, ...] = (
+    Field("g_w_count", int, "Gunicorn workers at the end of the interval"),
+    Field(
+        "g_w_active",
+        float,
+        "workers busy with a request, averaged over the interval: the time each had one or more "
+        "requests in flight, from every request's start and end, divided by the interval",
+    ),
+    Field("g_w_active_max", int, "the most workers busy at once during the interval"),
+    Field("g_backlog", int, "the longest listen queue sampled during the interval"),
+    Field("g_mem_mib", float, "resident memory of the arbiter and all its workers, summed", unit="MiB"),
+    Field("g_w_mem_max_mib", float, "resident memory of the largest worker", unit="MiB"),
+    Field("g_requests", int, "requests finished during the interval, all workers"),
+    Field("g_timeouts", int, "`timeout` events during the interval"),
+    Field("g_restarts", int, "workers that exited during the interval"),
+)
+
 KEYS: tuple[str, ...] = tuple(f.key for f in FIELDS)
+SATURATION_KEYS: tuple[str, ...] = tuple(f.key for f in SATURATION_FIELDS)
 # The aggregate's roll-up categories, in registry order.
 CATEGORIES: tuple[str, ...] = tuple(dict.fromkeys(f.rollup for f in FIELDS if f.rollup))
 BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
 APP_PREFIX = "app_"
 
 
-def markdown_table() -> str:
-    """The README field table, generated from the registry."""
+def _rows(fields: tuple[Field, ...]) -> list[str]:
     rows = ["| key | type | meaning |", "|---|---|---|"]
-    for f in FIELDS:
+    for f in fields:
         kind = f.type.__name__ + (f" {f.unit}" if f.unit else "")
         rows.append(f"| `{f.key}` | {kind} | {f.doc} |")
+    return rows
+
+
+def markdown_table() -> str:
+    """The README field table, generated from the registry."""
+    rows = _rows(FIELDS)
     rows.append("| `app_*` | any | fields the application sets with `Context.set` / `Context.time` |")
     return "\n".join(rows) + "\n"
 
 
-if __name__ == "__main__":  # python -m otel_canonical_logs.fields
-    sys.stdout.write(markdown_table())
+def saturation_markdown_table() -> str:
+    """The README table of the ``saturation`` event's fields."""
+    return "\n".join(_rows(SATURATION_FIELDS)) + "\n"
+
+
+if __name__ == "__main__":  # python -m otel_canonical_logs.fields [saturation]
+    sys.stdout.write(saturation_markdown_table() if sys.argv[1:] == ["saturation"] else markdown_table())

@@ -146,8 +146,14 @@ class GunicornServer:
         # must get it from there, not from whatever the test process has.
         environ.pop("DJANGO_SETTINGS_MODULE", None)
         environ["PYTHONUNBUFFERED"] = "1"
-        environ["PYTHONPATH"] = _prepend_path(str(self.cwd), environ.get("PYTHONPATH"))
+        # Last in the environment block: opentelemetry-instrument rewrites PYTHONPATH at start-up,
+        # and setproctitle, which finds the command line by walking back from the first variable,
+        # then cannot change the process titles (Gunicorn's own, and busy/idle).
+        environ["PYTHONPATH"] = _prepend_path(str(self.cwd), environ.pop("PYTHONPATH", None))
         environ.update(self.extra_env)
+        # Periodic saturation events only where a test asks for them: every other test reads
+        # stdout and the OTLP logs as request lines only.
+        environ.setdefault("CANONICAL_LOGS_SATURATION_INTERVAL", "0")
         self.environ = environ
 
         self.stderr_log_path = _next_log_path(f"port{self.port}")

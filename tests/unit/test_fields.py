@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from otel_canonical_logs.fields import FIELDS, KEYS, markdown_table
+from otel_canonical_logs.fields import (
+    FIELDS,
+    KEYS,
+    SATURATION_FIELDS,
+    SATURATION_KEYS,
+    markdown_table,
+    saturation_markdown_table,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -57,6 +64,25 @@ def test_readme_table_is_generated_from_the_registry() -> None:
     start = text.index("<!-- fields:start -->\n") + len("<!-- fields:start -->\n")
     end = text.index("<!-- fields:end -->")
     assert markdown_table() == text[start:end]
+
+
+def test_readme_saturation_table_is_generated_from_the_registry() -> None:
+    """The saturation event's table in the README is exactly what its registry renders."""
+    text = README.read_text()
+    marker = "<!-- saturation-fields:start -->\n"
+    start = text.index(marker) + len(marker)
+    end = text.index("<!-- saturation-fields:end -->")
+    assert saturation_markdown_table() == text[start:end]
+
+
+def test_saturation_event_has_the_specs_keys_in_order() -> None:
+    """The saturation event's keys are the SPEC's, in its order, each valid and registered once."""
+    from otel_canonical_logs.sinks.logfmt import sanitize_key
+
+    spec = ["g_w_count", "g_w_active", "g_w_active_max", "g_backlog", "g_mem_mib", "g_w_mem_max_mib"]
+    assert [*spec, "g_requests", "g_timeouts", "g_restarts"] == list(SATURATION_KEYS)
+    assert [f.key for f in SATURATION_FIELDS] == [sanitize_key(f.key) for f in SATURATION_FIELDS]
+    assert "saturation" in FIELDS[0].doc
 
 
 # Keys added by issues after the SPEC's table (each names the issue that asked for it).

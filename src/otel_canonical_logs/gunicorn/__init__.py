@@ -64,8 +64,24 @@ def patch() -> None:
 
         return spawn_worker
 
+    def make_losing(original: Any) -> Any:
+        # reap_workers and kill_worker are where the arbiter drops a worker that exited.
+        def losing(self: Any, *args: Any, **kwargs: Any) -> Any:
+            before = dict(getattr(self, "WORKERS", {}))
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                with _guard.guard("gunicorn.worker_exit"):
+                    if saturation.board.sampling():
+                        after = self.WORKERS
+                        saturation.board.exited([w for pid, w in before.items() if pid not in after])
+
+        return losing
+
     _patched(Arbiter, "start", make_start)
     _patched(Arbiter, "spawn_worker", make_spawn_worker)
+    _patched(Arbiter, "reap_workers", make_losing)
+    _patched(Arbiter, "kill_worker", make_losing)
     _patched(Worker, "__init__", make_init)
     _patched(Worker, "load_wsgi", make_load_wsgi)
     # Requests Gunicorn rejects before the application sees them (400, 414, 431...) get a line too.

@@ -105,7 +105,7 @@ class CanonicalASGI(ServerLayer):
     ) -> None:
         try:
             request.open = False
-            self._busy(self.slot, -1)
+            self._busy(self.slot, -1, not request.timed_out)  # a timed-out one has its event
             if self.watchdog is not None:
                 self.watchdog.disarm(request)
             complete = exchange.complete and not exchange.disconnected

@@ -23,6 +23,8 @@ class ServerLayer:
         self.kind = kind
         self.slot: int = getattr(worker, "_canonical_slot", -1)
         self._busy = saturation.board.busy
+        if worker is not None:
+            saturation.board.serve(self.slot)
         self.watchdog = watchdog_for(worker, kind) if worker is not None else None
 
 

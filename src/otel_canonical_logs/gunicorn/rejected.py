@@ -47,7 +47,8 @@ def make_handle_error(original: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             _local.capturing = False
             try:
-                _emit(req, exc, _local.status)
+                if _emit(req, exc, _local.status):
+                    saturation.board.count_request(getattr(self, "_canonical_slot", -1))
             except Exception as err:
                 _guard.report("gunicorn.handle_error", err)
 
@@ -65,11 +66,12 @@ def make_write_error(original: Callable[..., Any]) -> Callable[..., Any]:
     return write_error
 
 
-def _emit(req: Any, exc: BaseException, status: Any) -> None:
+def _emit(req: Any, exc: BaseException, status: Any) -> bool:
+    """Write the line of a request the application never saw; whether there was one."""
     served_body = getattr(_local, "body", None)
     _local.body = None
     if req is not None and served_body is not None and getattr(req, "body", None) is served_body:
-        return  # the application saw this request: its line is written already
+        return False  # the application saw this request: its line is written already
     if req is None or not hasattr(req, "headers"):
         # InvalidHeader carries the request it was parsing (its line was read); other parse
         # errors carry none, or only the raw request line, which is not trusted for fields.
@@ -83,6 +85,7 @@ def _emit(req: Any, exc: BaseException, status: Any) -> None:
         fields["resp_status"] = status
     fields.update(saturation.board.fields())
     runtime.dispatcher(Event("request", order("request", fields), None, time.time_ns()))
+    return True
 
 
 def _environ(req: Any) -> dict[str, Any]:

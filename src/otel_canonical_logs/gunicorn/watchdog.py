@@ -141,6 +141,7 @@ class Watchdog:
         state = scope.state
         if event_type == "timeout":
             scope.timed_out = True
+            saturation.board.timed_out()
         if state is not None:
             if event_type == "timeout":
                 state.done = True  # exactly one event for this request: no request line after it

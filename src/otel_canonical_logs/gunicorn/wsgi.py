@@ -107,7 +107,7 @@ class CanonicalWSGI(ServerLayer):
         try:
             if _scope.current.get() is scope:
                 _scope.current.set(None)
-            self._busy(self.slot, -1)
+            self._busy(self.slot, -1, not scope.timed_out)  # a timed-out one has its event
             if self.watchdog is not None:
                 self.watchdog.disarm(scope)
             resp_bytes = None

@@ -21,7 +21,8 @@ class Dispatcher:
         self.max_len = max_len
 
     def __call__(self, event: Event) -> None:
-        enrich(event)  # the application's enrichers first: every sink sees their fields
+        if event.type != "saturation":  # the arbiter's: no request, no worker's set-up enrichers
+            enrich(event)  # the application's enrichers first: every sink sees their fields
         try:
             normalise(event.fields, self.max_len)
         except Exception as exc:

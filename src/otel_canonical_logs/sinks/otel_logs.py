@@ -18,7 +18,10 @@ _SEVERITY = {
 
 
 def severity(event: Event) -> str:
-    """ERROR for 5xx, timeouts, stuck requests and partial failures; WARN for 4xx; else INFO."""
+    """ERROR for 5xx, timeouts, stuck requests and partial failures; WARN for 4xx; else INFO
+    (saturation events too)."""
+    if event.type == "saturation":
+        return "INFO"
     if event.type != "request":
         return "ERROR"
     status = event.status or 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 
 from .. import _guard
@@ -26,6 +27,19 @@ class StdoutSink:
         self._max_len = max_len
         self._fd = fd
         self._encode = encoder
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            # The Gunicorn arbiter writes saturation events from a thread: a fork while it holds
+            # the lock would leave the lock held for ever in the new worker.
+            reinit = weakref.WeakMethod(self._after_fork)
+
+            def after_in_child() -> None:
+                if (method := reinit()) is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=after_in_child)
+
+    def _after_fork(self) -> None:
         self._lock = threading.Lock()
 
     def _fileno(self) -> int:
