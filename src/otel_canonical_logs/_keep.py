@@ -25,7 +25,6 @@ from ._export import copy_span
 from ._version import __version__
 
 RULES = ("error", "timeout", "stuck", "partial_failure", "slow", "n_plus_one")
-N_PLUS_ONE_MIN = 5  # the most repeated SQL text ran at least this often
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _DB_SCOPE = InstrumentationScope("otel_canonical_logs.django_db", __version__)
 _TEMPLATE_SCOPE = InstrumentationScope("otel_canonical_logs.instrumentation.templates", __version__)
@@ -65,12 +64,8 @@ class Policy:
         elapsed = values.get("resp_time")
         if "slow" in rules and isinstance(elapsed, float) and elapsed >= self.slow_s:
             fired.append("slow")
-        if (
-            "n_plus_one" in rules
-            and state.counts["db"] >= N_PLUS_ONE_MIN
-            and max((s.count for s in state.sql.values()), default=0) >= N_PLUS_ONE_MIN
-        ):
-            fired.append("n_plus_one")
+        if "n_plus_one" in rules and state.n_plus_one() is not None:
+            fired.append("n_plus_one")  # an N+1 run, as db_n1_* reports it
         return fired
 
 

@@ -15,10 +15,14 @@ from otel_canonical_logs._keep import RULES, Policy, decide
 CTX = SpanContext(0x1, 0x2, False, TraceFlags(0))
 
 
-def _state(queries: int = 0, same: bool = True) -> RequestAggregate:
+def _state(queries: int = 0, same: bool = True, source: bool = True) -> RequestAggregate:
+    """``queries`` runs of one lookup (``same``) or of as many different ones, after a query
+    of another statement (``source``: the rows looped over)."""
     state = RequestAggregate(None, CTX, 0)
+    if source and queries:
+        state.add_query("SELECT id FROM book", 10)
     for n in range(queries):
-        state.add_query("SELECT 1" if same else f"SELECT {n}", 10)
+        state.add_query(f"SELECT name FROM author WHERE id = {n}" if same else f"SELECT * FROM t{n}", 10)
     return state
 
 
@@ -50,6 +54,12 @@ def test_rules_fire_in_order(
 
 def test_distinct_statements_are_no_n_plus_one() -> None:
     assert [] == Policy().fired("request", {"resp_time": 0.1}, _state(8, same=False))
+
+
+def test_a_repeated_first_statement_is_no_n_plus_one() -> None:
+    """The rule is the N+1 run of ``db_n1_*``: repeats with no other statement before them
+    are no loop over earlier rows."""
+    assert [] == Policy().fired("request", {"resp_time": 0.1}, _state(8, source=False))
 
 
 def test_only_the_rules_in_force_fire_and_earlier_ones_are_remembered() -> None:
