@@ -279,11 +279,21 @@ class Server:
         return count_lines(self.out_path) - self.lines_before
 
 
+# The arbiter's periodic saturation events share stdout with the request lines: not counted.
+_SATURATION = (b"event_type=saturation", b'"event_type":"saturation"')
+
+
 def count_lines(path: Path) -> int:
+    """Lines in the server's stdout, less our saturation events."""
     if not path.exists():
         return 0
+    lines = 0
     with open(path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        for line in f:
+            head = line[:32]  # event_type is always the first key
+            if not any(marker in head for marker in _SATURATION):
+                lines += 1
+    return lines
 
 
 @dataclass
