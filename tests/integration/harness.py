@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import gunicorn
 import requests
 
 if TYPE_CHECKING:
@@ -45,6 +46,11 @@ VENV_BIN = Path(sys.executable).parent
 POLL_INTERVAL = 0.05
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+
+# Gunicorn >= 25.1 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl or
+# $HOME/.gunicorn/gunicorn.ctl by default; parallel servers would fight over that single path.
+# Older releases have neither the socket nor the option (the matrix's lowest end runs 23.0).
+NO_CONTROL_SOCKET: list[str] = ["--no-control-socket"] if gunicorn.version_info >= (25, 1) else []
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -133,10 +139,7 @@ class GunicornServer:
             self.port = int(port)
 
         command = [str(VENV_BIN / "gunicorn"), self.wsgi, "--bind", bind, "--workers", "1"]
-        # Gunicorn >= 25.1 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl
-        # or $HOME/.gunicorn/gunicorn.ctl by default; parallel servers would fight
-        # over that single path.
-        command += ["--no-control-socket", *self.gunicorn_args]
+        command += [*NO_CONTROL_SOCKET, *self.gunicorn_args]
         if self.instrument:
             command.insert(0, str(VENV_BIN / "opentelemetry-instrument"))
         self.command = command
