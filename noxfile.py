@@ -27,6 +27,8 @@ nox.options.reuse_existing_virtualenvs = False
 nox.options.sessions = ["min", "max"]
 # An absent interpreter skips its sessions (nox's default fails them when $CI is set).
 nox.options.error_on_missing_interpreters = False
+# ... and is never downloaded instead: the matrix runs the interpreters this machine has.
+nox.options.download_python = "never"
 
 
 def _build_wheel(session: nox.Session) -> Path:

@@ -27,7 +27,7 @@ def _declared() -> list[Requirement]:
 
 
 def _pins(name: str) -> dict[str, Version]:
-    pins = {}
+    pins: dict[str, Version] = {}
     for line in (ROOT / "constraints" / name).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
@@ -52,7 +52,7 @@ def test_installed_versions_are_inside_the_tested_ranges() -> None:
 
 
 def test_pyproject_declares_exactly_the_tested_ranges() -> None:
-    declared = {canonicalize_name(r.name): r.specifier for r in _declared()}
+    declared: dict[str, SpecifierSet] = {canonicalize_name(r.name): r.specifier for r in _declared()}
     for name, spec in _support.TESTED.items():
         assert name in declared, f"{name} is in _support.TESTED but not in pyproject.toml"
         assert declared[name] == SpecifierSet(spec), f"{name}: pyproject {declared[name]}, tested {spec}"
