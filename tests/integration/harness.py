@@ -16,6 +16,7 @@ requests.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import shutil
@@ -85,7 +86,7 @@ def _prepend_path(entry: str, existing: str | None) -> str:
 
 
 def _asks_for_gunicorns_asgi_worker(args: Sequence[str]) -> bool:
-    pairs = zip(args, args[1:], strict=False)
+    pairs = itertools.pairwise(args)
     return any(flag in ("-k", "--worker-class") and value == "asgi" for flag, value in pairs) or any(
         arg in ("-kasgi", "--worker-class=asgi") for arg in args
     )
