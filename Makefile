@@ -32,8 +32,14 @@ test: lint
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
+## matrix: the whole suite at the lowest and at the highest supported versions, each installed from
+## the built wheel into a fresh virtualenv under .nox/ (noxfile.py; constraints/min.txt, max.txt)
+.PHONY: matrix
+matrix: $(STAMP)
+	$(BIN)/nox -s min max
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 ## compose-check: docker-compose.yml, collector-config/config.yaml and the Dockerfile agree (no Docker needed)
 .PHONY: compose-check

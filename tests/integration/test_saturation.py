@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.harness import GunicornServer, events
+from tests.integration.harness import GUNICORN_VERSION, GunicornServer, events
 from tests.integration.reliability import REJECTED, get, internal_errors, raw_http, workers
 from tests.otlp_receiver import HTTPReceiver
 
@@ -139,7 +139,9 @@ def test_requests_gunicorn_rejects_are_counted(gunicorn: Start, module_sqlite_en
     has its line and is in g_requests."""
     server = _server(gunicorn, module_sqlite_env)
     answered = [raw_http(server, data)[0] for data, _ in REJECTED.values()]
-    assert [status for _, status in REJECTED.values()] == answered
+    # Gunicorn 27's statuses; older releases answer some with another status (test_rejected.py
+    # compares each with Gunicorn's answer without us).
+    assert [status for _, status in REJECTED.values()] == answered or GUNICORN_VERSION < (27,)
     _next_events(server, 2)
     lines = [e for e in events(server.stdout_lines) if e["event_type"] == "request"]
     assert len(REJECTED) + 1 == len(lines)  # and the readiness probe
