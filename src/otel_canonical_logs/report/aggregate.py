@@ -89,7 +89,8 @@ class Route:
     n1: int = 0
     # resp_time per time bucket (merged into one for the route's own percentiles).
     buckets: dict[int, Any] = field(default_factory=dict)
-    queries: Any = field(default_factory=sketch)
+    # db_queries is an integer: its exact distribution, value -> requests (a few hundred values).
+    queries: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -241,9 +242,19 @@ class Aggregate:
                 route = self.routes.get(name)
             if route is None:
                 route = self.routes[name] = Route()
-        status = _num(fields.get("resp_status"))
+        raw_status = fields.get("resp_status")
+        try:
+            status: float | None = float(raw_status) if raw_status is not None else None
+        except (TypeError, ValueError):
+            status = None
         failed = event_type == "timeout" or (status is not None and status >= 500)
-        resp_time = _num(fields.get("resp_time"))
+        raw_time = fields.get("resp_time")
+        try:
+            resp_time: float | None = float(raw_time) if raw_time is not None else None
+        except (TypeError, ValueError):
+            resp_time = None
+        if resp_time is not None and not (0 <= resp_time < 1e12):
+            resp_time = None  # NaN, infinities, negative: not a duration
         route.count += 1
         if failed:
             route.errors += 1
@@ -255,7 +266,7 @@ class Aggregate:
         bucket.count += 1
         cls = _status_class(event_type, status)
         bucket.statuses[cls] = bucket.statuses.get(cls, 0) + 1
-        if resp_time is not None and resp_time >= 0:
+        if resp_time is not None:
             route.time_sum += resp_time
             if resp_time > route.max:
                 route.max = resp_time
@@ -269,12 +280,20 @@ class Aggregate:
                     heapq.heappush(self.slowest, entry)
                 else:
                     heapq.heapreplace(self.slowest, entry)
-        queries = _num(fields.get("db_queries"))
-        if queries is not None:
-            route.db_queries += int(queries)
-            route.queries.add(queries)
+        try:
+            queries = int(fields.get("db_queries") or 0)
+        except (TypeError, ValueError):
+            queries = 0
+        route.db_queries += queries
+        histogram = route.queries
+        if queries in histogram:
+            histogram[queries] += 1
+        elif len(histogram) < SITE_LIMIT:
+            histogram[queries] = 1
         else:
-            route.queries.add(0.0)
+            # Past a thousand distinct counts the nearest kept one stands in (never seen in practice).
+            nearest = min(histogram, key=lambda q: abs(q - queries))
+            histogram[nearest] += 1
         db_time = _num(fields.get("db_time"))
         if db_time is not None:
             route.db_time += db_time

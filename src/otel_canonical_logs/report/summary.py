@@ -21,6 +21,20 @@ def _quantiles(merged: Any, top: float) -> dict[str, float | None]:
     return {name: round(min(max(merged.get_quantile_value(q), 0.0), top), 6) for name, q in QUANTILES.items()}
 
 
+def exact_quantile(histogram: dict[int, int], q: float) -> int | None:
+    """The value at rank ``q * (n - 1)`` (rounded down, as the sketch ranks) of value -> count."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+    rank = int(q * (total - 1))
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen > rank:
+            return value
+    return max(histogram)
+
+
 def _merged(sketches: Any) -> Any:
     total = sketch()
     for one in sketches:
@@ -41,11 +55,7 @@ def _route_row(name: str, route: Route) -> dict[str, Any]:
         "errors": route.errors,
         "error_rate": route.errors / count if count else 0.0,
         "db_queries_mean": route.db_queries / count if count else 0.0,
-        "db_queries_p95": (
-            round(min(route.queries.get_quantile_value(0.95), route.queries._max), 3)
-            if route.queries.count
-            else None
-        ),
+        "db_queries_p95": exact_quantile(route.queries, 0.95),
         "db_share": route.db_time / route.time_sum if route.time_sum > 0 else 0.0,
         "n1_requests": route.n1,
         "n1_share": route.n1 / count if count else 0.0,
