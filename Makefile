@@ -35,7 +35,8 @@ unit: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-## compose-check: docker-compose.yml, collector-config/config.yaml and the Dockerfile agree (no Docker needed)
+## compose-check: docker-compose.yml, collector-config/, loki-config/, grafana/ and the Dockerfile agree, every
+## dashboard query reads registry keys only (no Docker needed)
 .PHONY: compose-check
 compose-check: $(STAMP)
 	$(BIN)/python -m tests.compose_check
