@@ -1,6 +1,6 @@
 """How fast and how big ``canonical-logs report`` is on a day of one busy worker's lines.
 
-    python -m bench.report_speed generate FILE [--lines 1000000] [--seed 1]
+    python -m bench.report_speed generate FILE [--lines 1000000] [--hours 24] [--seed 1]
     python -m bench.report_speed time FILE [--runs 3]
 
 ``generate`` writes lines with the project's own encoder (sinks/logfmt.py): request lines over
@@ -48,9 +48,9 @@ def _stamp(t: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(t * 1e9) % 1_000_000_000:09d}Z"
 
 
-def _request(rng: random.Random, t: float) -> dict[str, Any]:
+def _request(rng: random.Random, t: float, period: float) -> dict[str, Any]:
     route, path, view, _, median, queries = rng.choices(ROUTES, weights=[r[3] for r in ROUTES])[0]
-    load = 1.5 + 0.5 * math.sin((t - START) / 86400 * 6.283)
+    load = 1.5 + 0.5 * math.sin((t - START) / period * 6.283)
     resp_time = rng.lognormvariate(0, 0.6) * median * load
     status = 200
     event: dict[str, Any] = {
@@ -110,16 +110,16 @@ def _request(rng: random.Random, t: float) -> dict[str, Any]:
     return event
 
 
-def generate(path: Path, lines: int, seed: int) -> None:
+def generate(path: Path, lines: int, seed: int, hours: float = 24) -> None:
     rng = random.Random(seed)
-    step = 86400 / lines
+    step = hours * 3600 / lines
     next_saturation = START + 10
     t = START
     with path.open("w", encoding="utf-8") as out:
         for i in range(lines):
             t += step
             if t >= next_saturation:
-                load = 2 + 1.5 * math.sin((t - START) / 86400 * 6.283)
+                load = 2 + 1.5 * math.sin((t - START) / (hours * 3600) * 6.283)
                 sat = {
                     "event_type": "saturation",
                     "g_w_count": 4,
@@ -140,7 +140,7 @@ def generate(path: Path, lines: int, seed: int) -> None:
                     f"{_stamp(t)} [2026-11-27 00:00:00 +0000] [42] [INFO] Booting worker with pid: 42\n"
                 )
                 continue
-            out.write(f"{_stamp(t)} {encode(_request(rng, t))}")
+            out.write(f"{_stamp(t)} {encode(_request(rng, t, hours * 3600))}")
 
 
 def time_runs(path: Path, runs: int) -> None:
@@ -172,12 +172,13 @@ def main() -> int:
     gen.add_argument("file", type=Path)
     gen.add_argument("--lines", type=int, default=1_000_000)
     gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--hours", type=float, default=24.0, help="the time the lines span")
     timing = sub.add_parser("time")
     timing.add_argument("file", type=Path)
     timing.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     if args.command == "generate":
-        generate(args.file, args.lines, args.seed)
+        generate(args.file, args.lines, args.seed, args.hours)
     else:
         time_runs(args.file, args.runs)
     return 0

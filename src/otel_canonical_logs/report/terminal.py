@@ -13,7 +13,7 @@ from . import fmt
 
 WIDTH = 100
 ROWS = 10
-SPARK = 60
+SPARK = 48
 
 
 def console(stream: IO[str], force_terminal: bool | None = None, record: bool = False) -> Console:
@@ -173,10 +173,10 @@ def _exceptions(report: dict[str, Any]) -> Table:
     )
     for row in report["exceptions"][:ROWS]:
         table.add_row(
-            _short(row["exc_type"], 20),
-            _short(row["exc_loc"], 30),
+            _short(row["exc_type"], 18),
+            _short(row["exc_loc"], 28),
             str(row["count"]),
-            _short(", ".join(row["routes"]), 12),
+            _short(", ".join(row["routes"]), 10),
             _short(" ".join(row["examples"][:1]), 32),
         )
     return table
