@@ -2,6 +2,11 @@
 
     python -m bench.report_speed generate FILE [--lines 1000000] [--hours 24] [--seed 1]
     python -m bench.report_speed time FILE [--runs 3]
+    python -m bench.report_speed parsers FILE
+
+``parsers`` times the PyPI logfmt parsers that are installed (``logfmt``, ``logfmtkv``; neither is
+a dependency: ``pip install logfmt logfmtkv`` for this) against the report's own on the file's
+first 2,000 canonical lines, and checks that they read the same pairs.
 
 ``generate`` writes lines with the project's own encoder (sinks/logfmt.py): request lines over
 eight routes (an N+1 view, errors, 404s, a few timeouts and stuck requests), a saturation event
@@ -163,6 +168,47 @@ def time_runs(path: Path, runs: int) -> None:
     print(f"median of {runs}: {statistics.median(walls):.2f} s; peak RSS {max(peaks):.0f} MiB")
 
 
+def parsers(path: Path) -> None:
+    import importlib
+    import importlib.metadata
+    import timeit
+
+    from otel_canonical_logs.report.parse import parse_logfmt
+
+    lines = []
+    with path.open(encoding="utf-8") as stream:
+        for line in stream:
+            at = line.find('event_type="')
+            if at >= 0:
+                lines.append(line[at:].rstrip("\n"))
+            if len(lines) == 2000:
+                break
+    plain = [line for line in lines if "\\" not in line]
+    escaped = [line for line in lines if "\\" in line]
+    known: set[str] = set()  # the keys seen, as the report's reader keeps them
+    candidates: dict[str, Any] = {"ours (report/parse.py)": lambda x: parse_logfmt(x, known)}
+    for name, call in (
+        ("logfmt", lambda m: lambda x: next(iter(m.parse([x])))),
+        ("logfmtkv", lambda m: m.parse),
+    ):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            print(f"{name}: not installed")
+            continue
+        candidates[f"{name} {importlib.metadata.version(name)}"] = call(module)
+    reference = [parse_logfmt(line) for line in lines]
+    size = sum(map(len, lines)) / len(lines)
+    print(f"{len(lines)} lines ({len(escaped)} with escapes), {size:.0f} characters each")
+    for name, parse in candidates.items():
+        assert [dict(parse(line)) for line in lines[:500]] == reference[:500], name
+        for label, sample in (("all", lines), ("no escape", plain), ("escapes", escaped)):
+            if not sample:
+                continue
+            best = min(timeit.repeat(lambda s=sample, p=parse: [p(x) for x in s], number=1, repeat=5))
+            print(f"{name:<24} {label:<10} {best / len(sample) * 1e6:6.1f} µs a line")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.report_speed", description=__doc__.split("\n\n")[0]
@@ -176,9 +222,12 @@ def main() -> int:
     timing = sub.add_parser("time")
     timing.add_argument("file", type=Path)
     timing.add_argument("--runs", type=int, default=3)
+    sub.add_parser("parsers").add_argument("file", type=Path)
     args = parser.parse_args()
     if args.command == "generate":
         generate(args.file, args.lines, args.seed, args.hours)
+    elif args.command == "parsers":
+        parsers(args.file)
     else:
         time_runs(args.file, args.runs)
     return 0
