@@ -430,3 +430,32 @@ def test_console_script_entry_point_is_main() -> None:
         sys.argv = ["canonical-logs", "report", "--help"]
         target()
     assert 0 == stopped.value.code
+
+
+def test_stuck_and_partial_failure_events_are_counted_not_requests(tmp_path: Path) -> None:
+    """A stuck event is a row of the timeouts table (its request line comes later), not a request."""
+    events: list[dict[str, Any]] = [
+        {
+            "event_type": "stuck",
+            "req_id": "s1",
+            "req_route": "/spin/",
+            "timeout_cause_loc": "shop/a.py:9:spin",
+        },
+        {"event_type": "request", "req_id": "s1", "req_route": "/spin/", "resp_status": 200, "stuck": True},
+        {"event_type": "partial_failure", "req_id": "s2", "exc_type": "KeyError", "exc_loc": "shop/b.py:3:f"},
+    ]
+    path = tmp_path / "stuck.log"
+    write_lines(path, events)
+    _, rep = report(str(path))
+    assert (1, 1, 1, 0) == tuple(
+        rep["summary"][k] for k in ("requests", "stuck", "partial_failures", "timeouts")
+    )
+    (row,) = rep["timeouts"]
+    assert ("shop/a.py:9:spin", 0, 1, ["/spin/"], ["s1"]) == (
+        row["loc"],
+        row["timeouts"],
+        row["stuck"],
+        row["routes"],
+        row["examples"],
+    )
+    assert [("KeyError", 1)] == [(r["exc_type"], r["count"]) for r in rep["partial_failures"]]

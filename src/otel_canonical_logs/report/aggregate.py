@@ -184,7 +184,7 @@ class Aggregate:
             self._saturation(stamp, fields)
         elif event_type == "stuck":
             self.stuck += 1
-            self._site(self.timeout_sites, _loc(fields), fields).other += 1
+            self._site(self.timeout_sites, _loc(fields), fields, self.route_of(fields)).other += 1
         elif event_type == "partial_failure":
             self.partial_failures += 1
             key = str(fields.get("exc_type") or fields.get("exc_loc") or "?")

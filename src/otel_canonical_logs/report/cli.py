@@ -226,6 +226,9 @@ def run(argv: list[str], stdout: IO[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``canonical-logs report ...`` (``argv`` without the program name)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print("usage: canonical-logs report [FILE ...] [options]  (canonical-logs report --help)")
+        return EXIT_OK
     if not argv or argv[0] != "report":
         print(
             "usage: canonical-logs report [FILE ...] [options]  (canonical-logs report --help)",

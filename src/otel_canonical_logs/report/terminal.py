@@ -136,9 +136,14 @@ def _routes(report: dict[str, Any]) -> Table:
             fmt.percent(r["db_share"]),
             Text(fmt.percent(r["n1_share"]), style="yellow" if r["n1_requests"] else ""),
         )
+    notes = []
     more = len(report["routes"]) - ROWS
     if more > 0:
-        table.caption = f"… {more} more routes (--json has them all)"
+        notes.append(f"… {more} more routes (--json has them all)")
+    if report["routes_folded"]:
+        notes.append(f"{report['routes_folded']} routes past the first 200 are in (other routes)")
+    if notes:
+        table.caption = "; ".join(notes)
     return table
 
 
