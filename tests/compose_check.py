@@ -39,8 +39,11 @@ DASHBOARD_PROVIDERS = "grafana/provisioning/dashboards/canonical.yaml"
 DASHBOARD = "grafana/dashboards/canonical-requests.json"
 LOKI_EXPORTER = "otlphttp/loki"
 PINNED = re.compile(r"[\w./-]+:\d+\.\d+\.\d+$")
-# Loki's stream label for the resource's service.name; everything else a query reads is a key.
+# Loki's stream label for the resource's service.name; and the label Loki sets on a sample whose
+# `unwrap` failed (a key missing or not a number), which `| __error__=""` drops. Everything else a
+# query reads must be a key of the registry.
 STREAM_LABELS = {"service_name"}
+LOKI_LABELS = {"__error__"}
 REGISTRY = set(KEYS) | set(SATURATION_KEYS)
 # What the dashboard must show, as (what, a key its queries must read).
 VIEWS = {
@@ -322,7 +325,7 @@ def check_queries(dashboard: Any, datasource_uid: str, service_name: str) -> lis
                 continue
             for label in sorted(query.stream_labels - STREAM_LABELS):
                 problems.append(f"dashboard: panel {title!r} selects on {label!r}, not a Loki stream label")
-            for key in sorted(query.keys - REGISTRY - (query.grouped & STREAM_LABELS)):
+            for key in sorted(query.keys - REGISTRY - LOKI_LABELS - (query.grouped & STREAM_LABELS)):
                 problems.append(f"dashboard: panel {title!r} reads {key!r}, not in the field registry")
             read |= query.keys
     for view, key in VIEWS.items():
