@@ -459,3 +459,20 @@ def test_stuck_and_partial_failure_events_are_counted_not_requests(tmp_path: Pat
         row["examples"],
     )
     assert [("KeyError", 1)] == [(r["exc_type"], r["count"]) for r in rep["partial_failures"]]
+
+
+def test_files_given_newest_first_still_make_one_timeline(tmp_path: Path) -> None:
+    """The later file first: the buckets cover both in time order, and every request is in one."""
+    events = make_events(600)
+    older, newer = tmp_path / "app.log.1", tmp_path / "app.log"
+    write_lines(older, events[:300], [START + i * 10 for i in range(300)])
+    write_lines(newer, events[300:], [START + 3000 + i * 10 for i in range(300)])
+    _, in_order = report(str(older), str(newer))
+    _, reversed_ = report(str(newer), str(older))
+    for rep in (in_order, reversed_):
+        buckets = rep["timeline"]["buckets"]
+        assert len(buckets) <= aggregate.MAX_BUCKETS
+        assert 600 == sum(b["count"] for b in buckets)
+        assert buckets[0]["t"] <= START < buckets[0]["t"] + rep["timeline"]["width"]
+        assert [b["t"] for b in buckets] == sorted(b["t"] for b in buckets)
+    assert in_order["summary"] == reversed_["summary"]

@@ -9,6 +9,7 @@ most ``MAX_BUCKETS`` time buckets (two neighbours merge when there would be more
 from __future__ import annotations
 
 import heapq
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -350,12 +351,18 @@ class Aggregate:
             self.last = stamp
         if self.sat_origin is None:
             self.sat_origin = t
+        if t < self.sat_origin:
+            shift = math.ceil((self.sat_origin - t) / self.sat_width)
+            self.sat_origin -= shift * self.sat_width
+            self.saturation = {i + shift: p for i, p in self.saturation.items()}
+            while max(self.saturation, default=0) >= MAX_BUCKETS:
+                self.saturation = _halve(self.saturation, _merge_points)
+                self.sat_width *= 2
         index = int((t - self.sat_origin) // self.sat_width)
         while index >= MAX_BUCKETS:
             self.saturation = _halve(self.saturation, _merge_points)
             self.sat_width *= 2
             index = int((t - self.sat_origin) // self.sat_width)
-        index = max(index, 0)
         point = SaturationPoint(
             samples=1,
             active_sum=_num(fields.get("g_w_active")) or 0.0,
@@ -378,8 +385,15 @@ class Aggregate:
         if self.origin is None:
             self.origin = t
         if t < self.origin:
-            # Lines out of order (several files): earlier than the first bucket is the first.
-            t = self.origin
+            # Earlier than the first bucket (files given newest first, workers' lines interleaved):
+            # the buckets move up so that one starts before it.
+            shift = math.ceil((self.origin - t) / self.width)
+            self.origin -= shift * self.width
+            self.buckets = {i + shift: b for i, b in self.buckets.items()}
+            for route in self.routes.values():
+                route.buckets = {i + shift: b for i, b in route.buckets.items()}
+            while max(self.buckets, default=0) >= MAX_BUCKETS:
+                self._double()
         index = int((t - self.origin) // self.width)
         while index >= MAX_BUCKETS:
             self._double()
