@@ -286,6 +286,9 @@ def test_fail_on_exit_codes(tmp_path: Path) -> None:
     assert 2 == unknown.returncode
     assert "unknown budget metric 'latency'" in unknown.stderr
     assert 2 == _cli(str(tmp_path / "missing.log")).returncode
+    unwritable = _cli(str(path), "--html", str(tmp_path / "no-such-folder" / "r.html"))
+    assert 2 == unwritable.returncode
+    assert "cannot write" in unwritable.stderr
 
 
 def test_compare_with_a_log_file_and_with_a_json_summary(tmp_path: Path) -> None:
@@ -476,3 +479,27 @@ def test_files_given_newest_first_still_make_one_timeline(tmp_path: Path) -> Non
         assert buckets[0]["t"] <= START < buckets[0]["t"] + rep["timeline"]["width"]
         assert [b["t"] for b in buckets] == sorted(b["t"] for b in buckets)
     assert in_order["summary"] == reversed_["summary"]
+
+
+def test_a_closed_pipe_keeps_the_verdict(tmp_path: Path) -> None:
+    """`report | head`: stdout gone mid-report is exit 0, or 1 when a budget is broken (rich's own
+    handler would exit 1 either way)."""
+    path = tmp_path / "p.log"
+    write_lines(path, make_events(200))
+    code = (
+        "import io, sys\n"
+        "from otel_canonical_logs.report.cli import run\n"
+        "class Gone(io.StringIO):\n"
+        "    def write(self, text):\n"
+        "        raise BrokenPipeError\n"
+        "sys.exit(run(sys.argv[1:], Gone()))\n"
+    )
+    kept = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert (0, "") == (kept.returncode, kept.stderr)
+    broken = subprocess.run(
+        [sys.executable, "-c", code, str(path), "--fail-on", "p50>0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (1, "") == (broken.returncode, broken.stderr)

@@ -4,8 +4,10 @@ that a missing ``report`` extra is one clear sentence)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
@@ -203,24 +205,39 @@ def run(argv: list[str], stdout: IO[str]) -> int:
     if rules is not None:
         broken = budget.violations(report["routes"], rules, args.min_count)
         report["budget"] = {"rules": args.fail_on, "violations": broken}
-    if args.html:
-        from .html import page
+    try:
+        if args.html:
+            from .html import page
 
-        with open(args.html, "w", encoding="utf-8") as out:
-            out.write(page(report))
-    if args.json:
-        text = json.dumps(report, indent=2, default=str) + "\n"
-        if args.json == "-":
-            stdout.write(text)
-        else:
-            with open(args.json, "w", encoding="utf-8") as out:
-                out.write(text)
+            with open(args.html, "w", encoding="utf-8") as out:
+                out.write(page(report))
+        if args.json:
+            text = json.dumps(report, indent=2, default=str) + "\n"
+            if args.json == "-":
+                stdout.write(text)
+            else:
+                with open(args.json, "w", encoding="utf-8") as out:
+                    out.write(text)
+    except OSError as exc:
+        print(f"canonical-logs report: cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    code = EXIT_BUDGET if broken else EXIT_OK
     if args.json != "-":
         from .terminal import console, render
 
         force = {"auto": None, "always": True, "never": False}[args.color]
-        render(report, console(stdout, force_terminal=force))
-    return EXIT_BUDGET if broken else EXIT_OK
+        try:
+            render(report, console(stdout, force_terminal=force))
+        except BrokenPipeError:
+            # `canonical-logs report ... | head`: the reader is gone; the verdict stands.
+            _silence_stdout()
+    return code
+
+
+def _silence_stdout() -> None:
+    """Later writes to a closed stdout (the interpreter's last flush) go nowhere, silently."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(argv[1:], sys.stdout)
     except BrokenPipeError:
+        _silence_stdout()
         return EXIT_OK
     except KeyboardInterrupt:
         return 130

@@ -119,12 +119,14 @@ def build(agg: Aggregate, counts: Counts, filters: dict[str, Any], sources: list
         bucket = agg.buckets[index]
         in_bucket = [r.buckets[index] for r in agg.routes.values() if index in r.buckets]
         merged = _merged(in_bucket)
-        peak = max((s._max for s in in_bucket if s.count), default=0.0)
+        # The sketch has no public max; the quantiles are clamped to the largest route max
+        # instead (a sketch's value may be up to 1 % over the true one).
+        peak = max((r.max for r in agg.routes.values() if index in r.buckets), default=0.0)
         by_route = {}
         for name in top_names:
             one = agg.routes[name].buckets.get(index)
             if one is not None and one.count:
-                by_route[name] = {"count": int(one.count), **_quantiles(one, one._max)}
+                by_route[name] = {"count": int(one.count), **_quantiles(one, agg.routes[name].max)}
         buckets.append(
             {
                 "t": origin + index * agg.width,

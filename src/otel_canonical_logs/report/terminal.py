@@ -16,12 +16,20 @@ ROWS = 10
 SPARK = 48
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits with status 1 here, which is --fail-on's "budget broken": let the command
+        # decide instead.
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def console(stream: IO[str], force_terminal: bool | None = None, record: bool = False) -> Console:
     """Width 100 (or the terminal's, if narrower), colour only when ``stream`` is a terminal (and
     ``NO_COLOR`` is unset)."""
     probe = Console(file=stream, force_terminal=force_terminal)
     width = min(WIDTH, probe.width) if probe.is_terminal else WIDTH
-    return Console(
+    return _Console(
         file=stream,
         width=width,
         force_terminal=force_terminal,
