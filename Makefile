@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,report]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -41,7 +41,8 @@ matrix: $(STAMP)
 clean:
 	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-## compose-check: docker-compose.yml, collector-config/config.yaml and the Dockerfile agree (no Docker needed)
+## compose-check: docker-compose.yml, collector-config/, loki-config/, grafana/ and the Dockerfile agree, every
+## dashboard query reads registry keys only (no Docker needed)
 .PHONY: compose-check
 compose-check: $(STAMP)
 	$(BIN)/python -m tests.compose_check
