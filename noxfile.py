@@ -46,7 +46,7 @@ def _build_wheel(session: nox.Session) -> Path:
 
 def _suite(session: nox.Session, end: str) -> None:
     wheel = _build_wheel(session)
-    session.install(f"{wheel}[test]", "--constraint", str(ROOT / "constraints" / f"{end}.txt"))
+    session.install(f"{wheel}[test,report]", "--constraint", str(ROOT / "constraints" / f"{end}.txt"))
     session.run("python", "-m", "pip", "check")
     # The versions this end runs, and no start-up warning about any of them.
     session.run(
@@ -87,7 +87,7 @@ def constraints_max(session: nox.Session) -> None:
     """Write constraints/max.txt: what pip resolves today for the wheel with the test extra,
     newest within pyproject's bounds. Raise a bound first to test a newer release."""
     wheel = _build_wheel(session)
-    session.install("--upgrade", f"{wheel}[test]")
+    session.install("--upgrade", f"{wheel}[test,report]")
     frozen = session.run(
         "python",
         "-m",

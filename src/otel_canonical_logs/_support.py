@@ -48,6 +48,14 @@ TESTED: dict[str, str] = {
     "gevent": ">=24.2,<27",
 }
 
+# The ``report`` extra's libraries: tested by the matrix too, and declared with these ranges, but
+# never named by the start-up warning (the request path never imports them).
+REPORT: dict[str, str] = {
+    "ddsketch": ">=3.0,<4",
+    "rich": ">=13.7,<16",
+}
+ALL: dict[str, str] = {**TESTED, **REPORT}
+
 
 def installed(names: Iterable[str] = TESTED) -> dict[str, str]:
     """The installed version of each of ``names`` that is installed (the first distribution of
