@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,report]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -32,10 +32,17 @@ test: lint
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+## matrix: the whole suite at the lowest and at the highest supported versions, each installed from
+## the built wheel into a fresh virtualenv under .nox/ (noxfile.py; constraints/min.txt, max.txt)
+.PHONY: matrix
+matrix: $(STAMP)
+	$(BIN)/nox -s min max
 
-## compose-check: docker-compose.yml, collector-config/config.yaml and the Dockerfile agree (no Docker needed)
+clean:
+	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+## compose-check: docker-compose.yml, collector-config/, loki-config/, grafana/ and the Dockerfile agree, every
+## dashboard query reads registry keys only (no Docker needed)
 .PHONY: compose-check
 compose-check: $(STAMP)
 	$(BIN)/python -m tests.compose_check

@@ -126,8 +126,8 @@ def disabled_meter_configurator() -> Any:
     except Exception:
         _record("sdk.metrics._internal._disable_meter_configurator", False)
         return None
-    _record("sdk.metrics._internal._disable_meter_configurator", callable(_disable_meter_configurator))
-    return _disable_meter_configurator if callable(_disable_meter_configurator) else None
+    ok = _record("sdk.metrics._internal._disable_meter_configurator", callable(_disable_meter_configurator))
+    return _disable_meter_configurator if ok else None
 
 
 def configured_sampler() -> Any:
@@ -138,7 +138,8 @@ def configured_sampler() -> Any:
     except Exception:
         _record("sdk._configuration._get_sampler", False)
         return None
-    _record("sdk._configuration._get_sampler", True)
+    if not _record("sdk._configuration._get_sampler", callable(_get_sampler) and callable(_import_sampler)):
+        return None
     return _import_sampler(_get_sampler())
 
 

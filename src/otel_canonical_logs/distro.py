@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 from opentelemetry.trace import get_tracer_provider
 from opentelemetry.util._importlib_metadata import EntryPoint
 
-from . import _export, _gevent, _guard, _otel
+from . import _export, _gevent, _guard, _otel, _support
 from ._runtime import runtime
 from .sampling import RecordEverythingSampler
 
@@ -38,6 +38,9 @@ class CanonicalLogsDistro(BaseDistro):  # type: ignore[misc]
         # need gevent's patches in place before Django and the SDK create locks and threads.
         with _guard.guard("configure.gevent"):
             _gevent.patch_early()
+        # One line on stderr when an installed version is one the matrix never tested.
+        with _guard.guard("configure.versions"):
+            _support.warn_untested()
         env.setdefault("OTEL_PYTHON_CONFIGURATOR", "canonical_logs")
         # HTTP needs nothing from the worker beyond a socket; gRPC works too (each worker builds
         # its own channel after fork, see _export) but starts gRPC's own threads in every worker.

@@ -16,6 +16,7 @@ requests.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import shutil
@@ -31,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import gunicorn
 import requests
 
 if TYPE_CHECKING:
@@ -45,6 +47,12 @@ VENV_BIN = Path(sys.executable).parent
 POLL_INTERVAL = 0.05
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+
+# Gunicorn >= 25.1 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl or
+# $HOME/.gunicorn/gunicorn.ctl by default; parallel servers would fight over that single path.
+# Older releases have neither the socket nor the option (the matrix's lowest end runs 23.0).
+GUNICORN_VERSION: tuple[int, ...] = tuple(gunicorn.version_info)
+NO_CONTROL_SOCKET: list[str] = ["--no-control-socket"] if GUNICORN_VERSION >= (25, 1) else []
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -75,6 +83,13 @@ def free_port() -> int:
 
 def _prepend_path(entry: str, existing: str | None) -> str:
     return entry if not existing else os.pathsep.join([entry, existing])
+
+
+def _asks_for_gunicorns_asgi_worker(args: Sequence[str]) -> bool:
+    pairs = itertools.pairwise(args)
+    return any(flag in ("-k", "--worker-class") and value == "asgi" for flag, value in pairs) or any(
+        arg in ("-kasgi", "--worker-class=asgi") for arg in args
+    )
 
 
 def http_session() -> requests.Session:
@@ -132,11 +147,12 @@ class GunicornServer:
                 raise ValueError(f"bind must be HOST:PORT, got {bind!r}")
             self.port = int(port)
 
+        if _asks_for_gunicorns_asgi_worker(self.gunicorn_args) and gunicorn.version_info < (24,):
+            import pytest
+
+            pytest.skip(f"Gunicorn's own asgi worker is new in Gunicorn 24 (this is {gunicorn.__version__})")
         command = [str(VENV_BIN / "gunicorn"), self.wsgi, "--bind", bind, "--workers", "1"]
-        # Gunicorn >= 25.1 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl
-        # or $HOME/.gunicorn/gunicorn.ctl by default; parallel servers would fight
-        # over that single path.
-        command += ["--no-control-socket", *self.gunicorn_args]
+        command += [*NO_CONTROL_SOCKET, *self.gunicorn_args]
         if self.instrument:
             command.insert(0, str(VENV_BIN / "opentelemetry-instrument"))
         self.command = command

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.harness import GunicornServer, events, http_session
+from tests.integration.harness import NO_CONTROL_SOCKET, GunicornServer, events, http_session
 
 
 def test_example_app_under_plain_gunicorn(
@@ -15,7 +15,7 @@ def test_example_app_under_plain_gunicorn(
 ) -> None:
     server = gunicorn(env=db_env, instrument=False)
     assert "opentelemetry-instrument" not in " ".join(server.command)
-    assert "--no-control-socket" in server.command
+    assert all(arg in server.command for arg in NO_CONTROL_SOCKET)
     http = http_session()
 
     health = http.get(server.url("/health"), timeout=10)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import GunicornServer, events
+from tests.integration.harness import GUNICORN_VERSION, GunicornServer, events
 from tests.integration.reliability import (
     HEX32,
     REJECTED,
@@ -50,7 +50,14 @@ def test_requests_gunicorn_rejects_get_one_line(
     before = counts(ours)["pid"]
     previous = uuid.uuid4().hex
     assert 200 == get(ours, "/ok/", previous).status_code
-    assert (status, raw_http(plain, data)[1]) == raw_http(ours, data)
+    answer = raw_http(plain, data)
+    assert answer[0] is not None, "no answer without us"
+    if answer[0] < 400:  # an older Gunicorn's parser lets this one through
+        pytest.skip(f"Gunicorn {GUNICORN_VERSION} answers {answer[0]} without us: not rejected")
+    # The status of Gunicorn 27 (REJECTED); older releases answer some with another 4xx.
+    assert status == answer[0] or GUNICORN_VERSION < (27,), answer
+    assert answer == raw_http(ours, data)
+    status = answer[0]
     after = uuid.uuid4().hex
     assert 200 == get(ours, "/ok/", after).status_code
     lines = lines_until(ours, after)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.harness import GunicornServer, events
+from tests.integration.harness import GUNICORN_VERSION, GunicornServer, events
 from tests.integration.reliability import REJECTED, get, internal_errors, raw_http, workers
 from tests.otlp_receiver import HTTPReceiver
 
@@ -89,6 +89,11 @@ def test_busy_time_matches_the_clients_clock_and_both_workers_reach_the_max(
     """Both workers held busy by a 1.5 s request each: some interval has g_w_active_max=2 and an
     average of about 2, and the busy time summed over the events is the two requests' time as
     the client measured it."""
+    if kind == "gthread-1" and GUNICORN_VERSION < (24,):
+        # Checked without the package: Gunicorn 23.0.0 -k gthread --threads 1 --worker-connections 1
+        # never answers a request (the one connection slot is never free for it).
+        version = ".".join(map(str, GUNICORN_VERSION))
+        pytest.skip(f"Gunicorn {version} serves nothing with gthread and --worker-connections 1")
     server = _server(gunicorn, module_sqlite_env, kind)
     _next_events(server, 2)  # the readiness probe's busy time is in a closed interval
     before = len(_saturation(server))
@@ -139,7 +144,9 @@ def test_requests_gunicorn_rejects_are_counted(gunicorn: Start, module_sqlite_en
     has its line and is in g_requests."""
     server = _server(gunicorn, module_sqlite_env)
     answered = [raw_http(server, data)[0] for data, _ in REJECTED.values()]
-    assert [status for _, status in REJECTED.values()] == answered
+    # Gunicorn 27's statuses; older releases answer some with another status (test_rejected.py
+    # compares each with Gunicorn's answer without us).
+    assert [status for _, status in REJECTED.values()] == answered or GUNICORN_VERSION < (27,)
     _next_events(server, 2)
     lines = [e for e in events(server.stdout_lines) if e["event_type"] == "request"]
     assert len(REJECTED) + 1 == len(lines)  # and the readiness probe

@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from otel_canonical_logs._guard import LOG_PREFIX
-from tests.integration.harness import EXAMPLE_DIR, VENV_BIN, free_port, http_session
+from tests.integration.harness import EXAMPLE_DIR, NO_CONTROL_SOCKET, VENV_BIN, free_port, http_session
 
 
 class Detached:
@@ -35,7 +35,7 @@ class Detached:
             f"127.0.0.1:{self.port}",
             "--workers",
             "1",
-            "--no-control-socket",
+            *NO_CONTROL_SOCKET,
         ]
         if shell_redirects:
             command = ["sh", "-c", f'exec "$@" {shell_redirects}', "sh", *command]

@@ -114,6 +114,12 @@ def test_client_hanging_up_mid_stream_gets_one_line_that_says_so(
     gunicorn: Start, module_sqlite_env: dict[str, str], kind: str
 ) -> None:
     """The client reads the first chunk and closes the connection: one line, resp_aborted=true."""
+    import django
+
+    if kind != "sync" and django.VERSION < (5, 0):
+        # Django 4.2's ASGI handler never reads http.disconnect while it streams, and Uvicorn
+        # drops the body messages sent after it without an error: nothing can tell (README).
+        pytest.skip(f"Django {django.__version__}: an ASGI client's hang-up mid-stream shows from Django 5")
     server = _start(gunicorn, kind, module_sqlite_env)
     rid = uuid.uuid4().hex
     path = "/stream/?chunks=30&s=0.05" if kind == "sync" else "/stream/async/?chunks=30&s=0.05"

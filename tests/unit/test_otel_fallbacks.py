@@ -61,6 +61,7 @@ def test_unknown_span_processor_layout_assumes_the_spans_are_wanted() -> None:
 
     reader = _otel.span_processors(Provider())
     assert reader() is None
+    assert _otel.checks() == {"sdk.trace.TracerProvider._active_span_processor._span_processors": False}
     processor = CanonicalLogProcessor(lambda event: None)
     processor.watch(Provider())
     assert processor._spans_go_elsewhere()
@@ -96,6 +97,7 @@ def test_missing_sampler_resolver_falls_back_to_the_default(monkeypatch: pytest.
     assert "AlwaysOff" in type(_configured_sampler()).__name__
     monkeypatch.delattr(configuration, "_get_sampler")
     assert _otel.configured_sampler() is None
+    assert _otel.checks()["sdk._configuration._get_sampler"] is False
     assert "ParentBased" in type(_configured_sampler()).__name__
 
 
@@ -111,6 +113,7 @@ def test_resource_hash_is_left_alone_when_resources_cannot_cache(monkeypatch: py
     before = Resource.__dict__["__hash__"]
     _export.cache_resource_hash()
     assert Resource.__dict__["__hash__"] is before
+    assert _otel.checks() == {"sdk.resources.Resource.__hash__": False}
 
 
 @pytest.fixture
@@ -181,6 +184,35 @@ def test_function_wrapper_without_self_wrapper_is_not_bypassed() -> None:
     assert _otel.wrapper_of(before) is None
 
 
+def test_function_wrapper_of_another_layout_is_not_bypassed() -> None:
+    """A ``_self_wrapper`` without ``__wrapped__`` (a wrapt that keeps the wrapped function elsewhere)
+    is not taken apart: the driver's own ``connect`` wrapper stays in place."""
+    import wrapt
+
+    from otel_canonical_logs.instrumentation import django_db
+
+    def traced(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return wrapped(*args, **kwargs)
+
+    class Other:  # what a different wrapt might build: the wrapper, but no __wrapped__
+        _self_wrapper = staticmethod(traced)
+
+        def __call__(self) -> str:
+            return "theirs"
+
+    class Module:
+        connect = Other()
+
+    before = Module.connect
+    django_db._bypass_driver_tracing(Module)
+    assert Module.connect is before
+    assert _otel.checks() == {"wrapt.FunctionWrapper._self_wrapper": False}
+    # wrapt's own FunctionWrapper: the layout the bypass relies on.
+    _otel._checked.clear()
+    assert _otel.wrapper_of(wrapt.FunctionWrapper(len, traced)) is traced
+    assert _otel.checks() == {"wrapt.FunctionWrapper._self_wrapper": True}
+
+
 def test_cursor_factory_without_the_saved_original_uses_the_traced_factorys_base() -> None:
     class Base:
         pass
@@ -225,3 +257,39 @@ def test_batch_queue_of_an_unknown_layout_is_never_full() -> None:
 
     assert _otel.batch_queue_full(Known())
     assert not _otel.batch_queue_full(Unknown())
+
+
+# Each check ``_otel`` records, and the test above that takes its fallback (the private detail
+# removed or replaced) and shows the result is still right.
+FALLBACK_TESTS = {
+    "trace.propagation._SPAN_KEY": test_span_key_missing_takes_the_public_current_span,
+    "context._SUPPRESS_INSTRUMENTATION_KEY": test_suppress_key_missing_takes_is_instrumentation_enabled,
+    "sdk.trace.TracerProvider._active_span_processor._span_processors": (
+        test_unknown_span_processor_layout_assumes_the_spans_are_wanted
+    ),
+    "sdk.metrics._internal._disable_meter_configurator": (
+        test_missing_meter_configurator_leaves_metrics_as_configured
+    ),
+    "sdk._configuration._get_sampler": test_missing_sampler_resolver_falls_back_to_the_default,
+    "sdk.resources.Resource.__hash__": test_resource_hash_is_left_alone_when_resources_cannot_cache,
+    "instrumentation.dbapi.CursorTracer internals": test_dbapi_internals_missing_take_traced_execution,
+    "wrapt.FunctionWrapper._self_wrapper": test_function_wrapper_of_another_layout_is_not_bypassed,
+}
+
+
+def test_every_check_has_a_fallback_test() -> None:
+    """Every check the adapter records, run on the installed versions, is one of FALLBACK_TESTS
+    (a new private detail comes with its fallback test; tests/integration/test_untested_versions.py
+    forces them all at once under real Gunicorn)."""
+    import wrapt
+
+    _otel._span_key()
+    _otel._suppress_key()
+    _otel.span_processors(TracerProvider())
+    _otel.disabled_meter_configurator()
+    _otel.configured_sampler()
+    _otel.resource_hash_cacheable()
+    _otel.dbapi_lean()
+    _otel.wrapper_of(wrapt.FunctionWrapper(len, lambda wrapped, instance, args, kwargs: None))
+    assert set(FALLBACK_TESTS) == set(_otel.checks())
+    assert all(_otel.checks().values()), _otel.checks()
