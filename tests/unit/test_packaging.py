@@ -26,8 +26,11 @@ needs_wheel = pytest.mark.skipif(
 
 
 def _declared_entry_points() -> dict[str, dict[str, str]]:
+    """pyproject's entry points by group, its ``[project.scripts]`` as ``console_scripts``."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    groups: dict[str, dict[str, str]] = project["entry-points"]
+    groups: dict[str, dict[str, str]] = dict(project["entry-points"])
+    if project.get("scripts"):
+        groups["console_scripts"] = dict(project["scripts"])
     return groups
 
 

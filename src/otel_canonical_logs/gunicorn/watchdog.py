@@ -336,6 +336,10 @@ def _end_root(state: Any, elapsed: float, timeout: float) -> None:
     # under gevent even building the log record fails while greenlets are finalized.
     if _SDK_TRACE_LOGGER.getEffectiveLevel() < logging.ERROR:
         _SDK_TRACE_LOGGER.setLevel(logging.ERROR)
+    # setLevel empties the logger's level cache, and refilling it takes logging's module lock:
+    # under gevent 24 that lock cannot be taken while greenlets are finalized (the traceback
+    # names the SDK's warning). Refilled here, on a healthy thread, the later check needs no lock.
+    _SDK_TRACE_LOGGER.isEnabledFor(logging.WARNING)
 
 
 _SDK_TRACE_LOGGER = logging.getLogger("opentelemetry.sdk.trace")
