@@ -478,3 +478,15 @@ def database(kind: str, extra: dict[str, str] | None = None) -> Iterator[dict[st
         yield env
     finally:
         drop_database(env)
+
+
+@contextmanager
+def admin_database(kind: str, password: str) -> Iterator[dict[str, str]]:
+    """:func:`database` with the admin's, auth's and sessions' tables (``EXAMPLE_ADMIN``) and a
+    superuser ``admin`` who logs in with ``password``; yields the server env."""
+    with database(kind, {"EXAMPLE_ADMIN": "1"}) as env:
+        superuser = {**env, "DJANGO_SUPERUSER_PASSWORD": password}
+        manage(
+            "createsuperuser", "--noinput", "--username", "admin", "--email", "a@example.com", env=superuser
+        )
+        yield env

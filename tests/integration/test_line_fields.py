@@ -14,24 +14,26 @@ import pytest
 import requests
 
 from otel_canonical_logs._guard import LOG_PREFIX
-from tests.integration.harness import EXAMPLE_DIR, GunicornServer, database, events, http_session, manage
+from tests.integration.harness import (
+    EXAMPLE_DIR,
+    GunicornServer,
+    admin_database,
+    database,
+    events,
+    http_session,
+)
 from tests.integration.reliability import counts
 from tests.integration.test_example_queries import measure
 from tests.integration.test_workers import KINDS
 
 Start = Callable[..., GunicornServer]
-ADMIN_ENV = {"EXAMPLE_ADMIN": "1"}
 PASSWORD = "line-pw-1"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def admin_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """A seeded database with the auth and session tables and one user who can log in."""
-    with database(request.param, ADMIN_ENV) as env:
-        superuser = {**env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD}
-        manage(
-            "createsuperuser", "--noinput", "--username", "admin", "--email", "a@example.com", env=superuser
-        )
+    with admin_database(request.param, PASSWORD) as env:
         yield env
 
 

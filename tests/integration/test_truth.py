@@ -23,14 +23,12 @@ from tests.integration.harness import (
     EXAMPLE_DIR,
     REPO_ROOT,
     GunicornServer,
-    database,
+    admin_database,
     events,
     http_session,
-    manage,
 )
 
 Start = Callable[..., GunicornServer]
-ADMIN_ENV = {"EXAMPLE_ADMIN": "1"}
 PASSWORD = "truth-pw-1"
 
 CURSOR_PATHS = (
@@ -137,11 +135,7 @@ def _measure(env: dict[str, str]) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def truth_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """A migrated, seeded database with the admin's tables and a superuser."""
-    with database(request.param, ADMIN_ENV) as env:
-        superuser = {**env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD}
-        manage(
-            "createsuperuser", "--noinput", "--username", "admin", "--email", "a@example.com", env=superuser
-        )
+    with admin_database(request.param, PASSWORD) as env:
         yield env
 
 
