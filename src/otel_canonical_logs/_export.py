@@ -218,11 +218,31 @@ class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
     """The SDK's batch log record processor; a record arriving at a full queue is dropped and
     counted. The queue stays capped at ``OTEL_BLRP_MAX_QUEUE_SIZE``."""
 
+    # The exporter it was built around, when the distro built it (``log_record_processor``), and
+    # whether canonical events can be queued here already encoded (``takes_pending``).
+    otlp_exporter: Any = None
+    pending_ok = False
+
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         if _queue_full(self):
             _guard.count(DROPPED_LOGS)
             return
         super().on_emit(log_record)
+
+    def takes_pending(self) -> bool:
+        """Whether canonical events can be queued here already encoded (``emit_pending``): the
+        SDK's batch queue is where this release keeps it, and the exporter's encoder is ours."""
+        from . import _otlp_logs
+
+        return self.otlp_exporter is not None and _otlp_logs.install_encoder(self, self.otlp_exporter)
+
+    def emit_pending(self, item: Any) -> None:
+        """Queue a canonical event for the exporter's encoder (``_otlp_logs.PendingLog``); the same
+        cap, the same count of drops as ``on_emit``."""
+        if _queue_full(self):
+            _guard.count(DROPPED_LOGS)
+            return
+        self._batch_processor.emit(item)
 
 
 ExporterArgs = Mapping[type, Mapping[str, Any]]
@@ -244,9 +264,15 @@ def log_record_processor(
     exporter: LogRecordExporter, args_map: ExporterArgs | None = None
 ) -> BatchLogRecordProcessor:
     """What the configurator wraps each log record exporter in."""
-    return CountingBatchLogRecordProcessor(
+    processor = CountingBatchLogRecordProcessor(
         PerProcessLogRecordExporter(exporter, _rebuild(exporter, args_map))
     )
+    processor.otlp_exporter = exporter
+    try:
+        processor.pending_ok = processor.takes_pending()
+    except Exception as exc:  # the SDK's path, then
+        _guard.report("otlp_logs.install", exc)
+    return processor
 
 
 def dropped() -> dict[str, int]:

@@ -119,6 +119,37 @@ def batch_queue_full(processor: Any) -> bool:
     return maxlen is not None and len(queue) >= maxlen  # type: ignore[arg-type]
 
 
+LOGGER_INTERNALS = "sdk._logs.Logger internals"
+LOG_EXPORT_INTERNALS = "sdk BatchProcessor.emit and the OTLP log exporter's encode_logs"
+
+
+def logger_pipeline(logger: Any) -> tuple[Any, Any, Any] | None:
+    """What ``Logger.emit`` would use, for the direct path of canonical events (``_otlp_logs``):
+    the logger's multi-processor, the tuple of processors it holds, and its limits; None where a
+    release keeps them elsewhere (the events then take ``Logger.emit``)."""
+    multi = getattr(logger, "_multi_log_record_processor", None)
+    processors = getattr(multi, "_log_record_processors", None)
+    limits = getattr(logger, "_log_record_limits", None)
+    ok = (
+        type(processors) is tuple
+        and callable(getattr(logger, "_is_enabled", None))
+        and isinstance(getattr(limits, "max_attributes", None), int)
+        and hasattr(limits, "max_attribute_length")
+        and hasattr(logger, "resource")
+        and hasattr(logger, "instrumentation_scope")
+    )
+    return (multi, processors, limits) if _record(LOGGER_INTERNALS, ok) else None
+
+
+def log_export_internals(processor: Any, exporter_module: Any) -> bool:
+    """Whether a batch log processor queues through ``_batch_processor.emit`` and the OTLP log
+    exporter's module encodes through a module-level ``encode_logs`` (which ``_otlp_logs``
+    replaces)."""
+    batch = getattr(processor, "_batch_processor", None)
+    ok = callable(getattr(batch, "emit", None)) and callable(getattr(exporter_module, "encode_logs", None))
+    return _record(LOG_EXPORT_INTERNALS, ok)
+
+
 def disabled_meter_configurator() -> Any:
     """The SDK's configurator of disabled meters, or None when this SDK has none."""
     try:

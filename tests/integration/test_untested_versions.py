@@ -13,6 +13,8 @@ import pytest
 from otel_canonical_logs import _support
 from otel_canonical_logs._guard import LOG_PREFIX
 from tests.integration.harness import EXAMPLE_DIR, REPO_ROOT, GunicornServer, events, http_session
+from tests.integration.test_export import export_env, records_for
+from tests.otlp_receiver import HTTPReceiver
 from tests.unit.test_otel_fallbacks import FALLBACK_TESTS
 
 # Requests whose lines cover each patched path: none, queries (an N+1 run, a write), a template,
@@ -111,14 +113,19 @@ def test_every_fallback_forced_lines_stay_correct(
         "0",
         "[opentelemetry_distro]\nforced_fallbacks = tests.integration.forced_fallbacks:Distro\n",
     )
-    env = {
-        **module_sqlite_env,
-        "PYTHONPATH": _pythonpath(tmp_path, REPO_ROOT),
-        "OTEL_PYTHON_DISTRO": "forced_fallbacks",
-    }
-    with GunicornServer(env=env) as server:
-        lines = _lines(server)
-        stderr = server.stderr_lines()
+    with HTTPReceiver() as receiver:
+        env = {
+            **module_sqlite_env,
+            **export_env(receiver, "http"),
+            "PYTHONPATH": _pythonpath(tmp_path, REPO_ROOT),
+            "OTEL_PYTHON_DISTRO": "forced_fallbacks",
+        }
+        with GunicornServer(env=env) as server:
+            lines = _lines(server)
+            stderr = server.stderr_lines()
+        # The log records, through Logger.emit now: the line's keys, in its order.
+        records = records_for(receiver, [line["req_id"] for line in lines.values()])
+    assert [list(line) for line in lines.values()] == [list(r.attributes) for r in records]
     forced = {
         line.removeprefix("forced_fallbacks: ") for line in stderr if line.startswith("forced_fallbacks: ")
     }

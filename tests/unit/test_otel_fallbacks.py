@@ -240,6 +240,7 @@ def test_every_private_detail_is_as_expected_on_the_tested_versions() -> None:
     assert _otel.disabled_meter_configurator() is not None
     provider = TracerProvider()
     assert _otel.span_processors(provider)() == ()
+    _log_pipeline_checks()
     assert all(_otel.checks().values()), _otel.checks()
     assert trace.get_current_span() is trace.INVALID_SPAN
 
@@ -259,6 +260,77 @@ def test_batch_queue_of_an_unknown_layout_is_never_full() -> None:
     assert not _otel.batch_queue_full(Unknown())
 
 
+def _log_events(tag: str) -> list[Any]:
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    from otel_canonical_logs.event import Event
+
+    context = SpanContext(0x5B8EFFF798038103D269B633813FC60C, 0xEEE19B7EC3C1B174, False, TraceFlags(1))
+    return [
+        Event("request", {"event_type": "request", "req_id": f"{tag}-{i}", "resp_status": 200}, context, i)
+        for i in range(3)
+    ]
+
+
+def test_logger_internals_missing_take_logger_emit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A logger that shows only the public ``emit``: events go through it, whole."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    from otel_canonical_logs.sinks.otel_logs import OTelLogSink
+
+    class PublicOnly:
+        def __init__(self, inner: Any) -> None:
+            self.emit = getattr(inner, "emit", None)
+
+    assert _otel.logger_pipeline(PublicOnly(object())) is None
+    assert _otel.checks() == {_otel.LOGGER_INTERNALS: False}
+    provider = LoggerProvider(shutdown_on_exit=False)
+    memory = InMemoryLogRecordExporter()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(memory))
+    logger = provider.get_logger("otel_canonical_logs")
+    monkeypatch.setattr(provider, "get_logger", lambda *a, **k: PublicOnly(logger))
+    sink = OTelLogSink(provider)
+    assert sink._fast is None
+    for event in _log_events("public"):
+        sink(event)
+    got = [(r.log_record.attributes["req_id"], r.log_record.event_name) for r in memory.get_finished_logs()]
+    assert [(f"public-{i}", "canonical.request") for i in range(3)] == got
+
+
+def test_log_export_internals_missing_take_logger_emit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OTLP log exporter module without a module-level ``encode_logs`` (a release that encodes
+    another way): the distro's processor queues the SDK's records, which reach the collector."""
+    import sys
+    import types
+
+    from opentelemetry.exporter.otlp.proto.http import _log_exporter
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    from otel_canonical_logs import _export
+    from otel_canonical_logs.sinks.otel_logs import OTelLogSink
+    from tests.otlp_receiver import HTTPReceiver
+
+    assert not _otel.log_export_internals(object(), _log_exporter)
+    assert _otel.checks() == {_otel.LOG_EXPORT_INTERNALS: False}
+    with HTTPReceiver() as receiver:
+        provider = LoggerProvider(shutdown_on_exit=False)
+        exporter = _log_exporter.OTLPLogExporter(endpoint=f"{receiver.endpoint}/v1/logs")
+        with monkeypatch.context() as patched:
+            patched.setitem(sys.modules, _log_exporter.__name__, types.ModuleType(_log_exporter.__name__))
+            processor = _export.log_record_processor(exporter)
+        assert not processor.pending_ok
+        provider.add_log_record_processor(processor)
+        sink = OTelLogSink(provider)
+        assert sink._fast is None
+        for event in _log_events("encoded-by-sdk"):
+            sink(event)
+        provider.force_flush()
+        got = receiver.wait_for(lambda r: len(r.logs()) == 3 and r.logs())
+        provider.shutdown()
+    assert [f"encoded-by-sdk-{i}" for i in range(3)] == sorted(r.attributes["req_id"] for r in got)
+
+
 # Each check ``_otel`` records, and the test above that takes its fallback (the private detail
 # removed or replaced) and shows the result is still right.
 FALLBACK_TESTS = {
@@ -274,7 +346,24 @@ FALLBACK_TESTS = {
     "sdk.resources.Resource.__hash__": test_resource_hash_is_left_alone_when_resources_cannot_cache,
     "instrumentation.dbapi.CursorTracer internals": test_dbapi_internals_missing_take_traced_execution,
     "wrapt.FunctionWrapper._self_wrapper": test_function_wrapper_of_another_layout_is_not_bypassed,
+    _otel.LOGGER_INTERNALS: test_logger_internals_missing_take_logger_emit,
+    _otel.LOG_EXPORT_INTERNALS: test_log_export_internals_missing_take_logger_emit,
 }
+
+
+def _log_pipeline_checks() -> None:
+    """The distro's log pipeline, built as the configurator builds it: both log checks run."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    from otel_canonical_logs import _export
+    from otel_canonical_logs.sinks.otel_logs import OTelLogSink
+
+    provider = LoggerProvider(shutdown_on_exit=False)
+    processor = _export.log_record_processor(OTLPLogExporter(endpoint="http://127.0.0.1:9/v1/logs"))
+    provider.add_log_record_processor(processor)
+    assert OTelLogSink(provider)._fast is not None
+    provider.shutdown()
 
 
 def test_every_check_has_a_fallback_test() -> None:
@@ -291,5 +380,6 @@ def test_every_check_has_a_fallback_test() -> None:
     _otel.resource_hash_cacheable()
     _otel.dbapi_lean()
     _otel.wrapper_of(wrapt.FunctionWrapper(len, lambda wrapped, instance, args, kwargs: None))
+    _log_pipeline_checks()
     assert set(FALLBACK_TESTS) == set(_otel.checks())
     assert all(_otel.checks().values()), _otel.checks()
