@@ -262,7 +262,7 @@ def span_processor(exporter: SpanExporter, args_map: ExporterArgs | None = None)
 
 def log_record_processor(
     exporter: LogRecordExporter, args_map: ExporterArgs | None = None
-) -> BatchLogRecordProcessor:
+) -> CountingBatchLogRecordProcessor:
     """What the configurator wraps each log record exporter in."""
     processor = CountingBatchLogRecordProcessor(
         PerProcessLogRecordExporter(exporter, _rebuild(exporter, args_map))

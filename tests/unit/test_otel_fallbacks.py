@@ -294,7 +294,10 @@ def test_logger_internals_missing_take_logger_emit(monkeypatch: pytest.MonkeyPat
     assert sink._fast is None
     for event in _log_events("public"):
         sink(event)
-    got = [(r.log_record.attributes["req_id"], r.log_record.event_name) for r in memory.get_finished_logs()]
+    got = [
+        ((r.log_record.attributes or {})["req_id"], r.log_record.event_name)
+        for r in memory.get_finished_logs()
+    ]
     assert [(f"public-{i}", "canonical.request") for i in range(3)] == got
 
 
