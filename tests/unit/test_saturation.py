@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,38 @@ def test_a_worker_killed_busy_and_mid_update(monkeypatch: pytest.MonkeyPatch) ->
     assert board._interval is not None
     assert words[record + saturation._BUSY_NS] <= reaped - board._interval.start + 1e6
     assert 0 == _close(board, arbiter)["g_w_active"]
+
+
+def test_an_exit_reported_while_the_lock_is_held_waits_for_it_not_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Gunicorn 23 reaps in its SIGCHLD handler, which can run in the arbiter's main thread while
+    that thread holds the sample lock (assigning a slot to the worker it is about to fork): the
+    exit is queued, not waited for, and counted as the lock is released, its busy time stopped at
+    the reap. Waiting there deadlocked the arbiter: no killed worker was ever replaced."""
+    board, arbiter = _board(monkeypatch, 2)
+    busy_from = time.monotonic_ns()
+    _worker(board, 1).busy(1, 1)
+    dead = arbiter.WORKERS.pop(101)
+    times: dict[str, int] = {}
+
+    def spawn_interrupted_by_the_reap() -> None:
+        with board._locked():  # as assign_slot and sample hold it
+            board.exited([dead])  # the handler, on the same thread
+            times["reaped"] = time.monotonic_ns()
+            time.sleep(0.05)  # still held: the busy time must not run on to the release
+
+    thread = threading.Thread(target=spawn_interrupted_by_the_reap, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "exited() waited for a lock its own thread holds"
+    values = _close(board, arbiter)
+    assert 1 == values["g_restarts"]
+    words, shm = board._words, board._shm
+    assert words is not None and shm is not None
+    record = saturation._RECORDS + 1 * saturation._WORDS
+    assert 0 == words[record + saturation._SINCE] and 0 == shm[saturation._FLAGS + 1]
+    assert words[record + saturation._BUSY_NS] <= times["reaped"] - busy_from
 
 
 def test_a_reused_slot_keeps_its_last_owners_requests(monkeypatch: pytest.MonkeyPatch) -> None:

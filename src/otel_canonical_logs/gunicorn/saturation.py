@@ -23,6 +23,9 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .. import _env, _guard
@@ -89,6 +92,8 @@ class Board:
         self._seq = self._since = self._busy_ns = self._requests = self._peak = 0
         self._sample_lock = threading.Lock()
         self._interval: _Interval | None = None
+        # Workers seen exiting (when, their slots), not yet folded into the interval: see exited().
+        self._exits: deque[tuple[int, list[int]]] = deque()
 
     def create(self) -> None:
         """Create the shared mapping (arbiter, before any fork); idempotent."""
@@ -188,7 +193,7 @@ class Board:
         shm, words = self._shm, self._words
         if shm is None or words is None or slot < 0:
             return
-        with self._sample_lock:
+        with self._locked():
             interval = self._interval
             if interval is not None:
                 interval.harvest_dead(slot, time.monotonic_ns())
@@ -201,26 +206,55 @@ class Board:
             words[_IN_USE] = max(words[_IN_USE], slot + 1)
 
     def exited(self, workers: list[Any]) -> None:
-        """Arbiter side: these workers exited (reaped, or found gone); their clocks stop now."""
-        interval = self._interval
-        if interval is None or not workers:
+        """Arbiter side: these workers exited (reaped, or found gone); their clocks stop now.
+
+        Never waits for the sample lock. Gunicorn before 24 reaps its workers in its SIGCHLD
+        handler, which Python runs in the arbiter's main thread between any two bytecodes: also
+        while that very thread holds the sample lock (in ``assign_slot`` or ``sample``, around a
+        spawn), where waiting for it would block the arbiter for good, with no worker ever
+        replaced again. So the exit is queued, with its time, and folded into the interval under
+        the lock: here if the lock is free, else by its holder as it releases it, or at the
+        sampler thread's next tick.
+        """
+        if self._interval is None or not workers:
             return
-        now = time.monotonic_ns()
+        self._exits.append((time.monotonic_ns(), [getattr(w, "_canonical_slot", -1) for w in workers]))
+        if self._sample_lock.acquire(blocking=False):
+            try:
+                self._fold_exits()
+            finally:
+                self._sample_lock.release()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The sample lock, with the exits queued before it and while it was held folded in."""
         with self._sample_lock:
-            interval.restarts += len(workers)
-            for worker in workers:
-                slot = getattr(worker, "_canonical_slot", -1)
+            self._fold_exits()
+            try:
+                yield
+            finally:
+                self._fold_exits()
+
+    def _fold_exits(self) -> None:
+        # With the sample lock held. popleft, not iteration: exited() may append meanwhile.
+        interval, shm = self._interval, self._shm
+        while self._exits:
+            now, slots = self._exits.popleft()
+            if interval is None:
+                continue
+            interval.restarts += len(slots)
+            for slot in slots:
                 if 0 <= slot < SLOTS:
                     interval.harvest_dead(slot, now)
-                    if self._shm is not None:
-                        self._shm[_FLAGS + slot] = 0  # died busy: no longer counted busy
+                    if shm is not None:
+                        shm[_FLAGS + slot] = 0  # died busy: no longer counted busy
 
     def sample(self, arbiter: Any) -> None:
         """Take one sample from the arbiter's state into the shared mapping."""
         shm = self._shm
         if shm is None:
             return
-        with self._sample_lock:  # the sampler thread and the arbiter's own loop (after spawning)
+        with self._locked():  # the sampler thread and the arbiter's own loop (after spawning)
             backlog = _sample(arbiter, shm)
             if self._interval is not None:
                 self._interval.backlog = max(self._interval.backlog, backlog)
@@ -267,7 +301,7 @@ class Board:
         interval = self._interval
         if interval is None:
             return
-        with self._sample_lock:
+        with self._locked():
             workers = dict(getattr(arbiter, "WORKERS", {}))
             live = {getattr(w, "_canonical_slot", -1) for w in workers.values()}
             values = interval.close(time.monotonic_ns(), live, self._shm)
