@@ -61,8 +61,9 @@ class _PerProcess:
     first export in a new process builds a fresh one from the same class, which reads the same
     ``OTEL_EXPORTER_OTLP_*`` settings, so a worker's gRPC channel is made after the fork and is its
     own. The arbiter exports its ``saturation`` events on the one it built, across the forks that
-    follow (tests/integration/test_saturation.py, at both ends of the version matrix). Exports of one processor run one
-    at a time (the batch processor's export lock), so the swap needs no lock of its own.
+    follow (tests/integration/test_saturation.py, at both ends of the version matrix). Exports of
+    one processor run one at a time (the batch processor's export lock), so the swap needs no lock
+    of its own.
     """
 
     def __init__(self, exporter: Any, factory: Callable[[], Any] | None = None) -> None:
