@@ -125,16 +125,17 @@ LOG_EXPORT_INTERNALS = "sdk BatchProcessor.emit and the OTLP log exporter's enco
 
 def logger_pipeline(logger: Any) -> tuple[Any, Any, Any] | None:
     """What ``Logger.emit`` would use, for the direct path of canonical events (``_otlp_logs``):
-    the logger's multi-processor, the tuple of processors it holds, and its limits; None where a
-    release keeps them elsewhere (the events then take ``Logger.emit``)."""
+    the logger's multi-processor, the tuple of processors it holds, and its limits (the log record
+    ones, ``OTEL_LOGRECORD_ATTRIBUTE_*`` or their global fallbacks); None where a release keeps
+    them elsewhere (the events then take ``Logger.emit``)."""
     multi = getattr(logger, "_multi_log_record_processor", None)
     processors = getattr(multi, "_log_record_processors", None)
     limits = getattr(logger, "_log_record_limits", None)
     ok = (
         type(processors) is tuple
         and callable(getattr(logger, "_is_enabled", None))
-        and isinstance(getattr(limits, "max_attributes", None), int)
-        and hasattr(limits, "max_attribute_length")
+        and hasattr(limits, "max_log_record_attributes")
+        and hasattr(limits, "max_log_record_attribute_length")
         and hasattr(logger, "resource")
         and hasattr(logger, "instrumentation_scope")
     )

@@ -148,3 +148,27 @@ def test_a_processor_added_later_gets_the_sdk_record(receiver: Any) -> None:
         (r.log_record.attributes or {})["req_id"] for r in memory.get_finished_logs()
     ]
     provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fast"),
+    [
+        ("OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", "10", False),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "10", False),
+        ("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "11", True),
+    ],
+)
+def test_the_sdks_log_record_limits_apply_as_they_would_through_logger_emit(
+    receiver: Any, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fast: bool
+) -> None:
+    """A length limit sends every event through Logger.emit (which truncates); a count limit only
+    the events over it (Logger.emit drops their oldest attributes)."""
+    monkeypatch.setenv(variable, value)
+    sink, got = send(receiver, lambda p: p, "lim")  # "lim-1": within the 10-character limit
+    assert (sink._fast is not None) == fast
+    if variable.endswith("LENGTH_LIMIT"):
+        assert "/café/xxxx" == got[0].attributes["req_path"]
+        assert all(len(v) <= 10 for r in got for v in r.attributes.values() if isinstance(v, str))
+    else:
+        assert [11, 3, 3] == [len(r.attributes) for r in got]
+        assert "event_type" not in got[0].attributes

@@ -99,12 +99,13 @@ class _FastPath:
         if (
             len(processors) != 1
             or type(processors[0]) is not CountingBatchLogRecordProcessor
-            or limits.max_attribute_length is not None
+            or limits.max_log_record_attribute_length is not None
             or _otlp_logs.internal_metrics_on()
             or not processors[0].pending_ok
         ):
             return None  # a pipeline of the user's: every processor gets the SDK's record
-        return cls(logger, multi, processors, limits.max_attributes)
+        count = limits.max_log_record_attributes  # None: no limit
+        return cls(logger, multi, processors, count if isinstance(count, int) else 1 << 31)
 
     def takes(self, fields: dict[str, Any]) -> bool:
         return (
