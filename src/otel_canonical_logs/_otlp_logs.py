@@ -93,9 +93,7 @@ def any_value(value: Any) -> bytes:
         return b""  # an AnyValue with nothing set, as the SDK's encoder writes None
     if isinstance(value, str):  # subclasses: their exact text, as the line writes them
         return _field(b"\x0a", _utf8(str.__str__(value)))
-    if isinstance(value, bool):
-        return _TRUE if value else _FALSE
-    if isinstance(value, int):
+    if isinstance(value, int):  # an IntEnum: its number (bool cannot be subclassed)
         return any_value(int.__index__(value))
     if isinstance(value, float):
         return b"\x21" + _pack_double(float(value))
@@ -299,15 +297,10 @@ class PendingLog:
 
     def encode(self) -> bytes:
         context = self.span_context
-        if context is None or not context.trace_id:
-            return log_record(
-                self.time_ns,
-                self.observed_ns,
-                self.severity_number,
-                self.severity_text,
-                self.name,
-                self.fields,
-            )
+        if context is None:
+            trace_id = span_id = flags = 0
+        else:
+            trace_id, span_id, flags = context.trace_id, context.span_id, int(context.trace_flags)
         return log_record(
             self.time_ns,
             self.observed_ns,
@@ -315,9 +308,9 @@ class PendingLog:
             self.severity_text,
             self.name,
             self.fields,
-            context.trace_id,
-            context.span_id,
-            int(context.trace_flags),
+            trace_id,
+            span_id,
+            flags,
         )
 
     def readable(self) -> Any:
