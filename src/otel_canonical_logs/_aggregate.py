@@ -22,8 +22,8 @@ _TRANSACTION_STATEMENTS = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE 
 _ZERO = dict.fromkeys(CATEGORIES, 0)
 DEFAULT_MAX_STATEMENTS = 500
 DEFAULT_N1_MIN_QUERIES = 5
-# The records of a request not recorded for keeping: shared and never appended to (every append
-# happens only once ``keep`` is set, and ``record_for`` gives the request its own lists).
+# The records of a request not recorded: shared and never appended to (every append happens only
+# once ``records`` is set, and ``record_for``/``defer_queries`` give the request its own lists).
 _NOTHING: list[Any] = []
 
 
@@ -58,7 +58,7 @@ class InFlight:
     what a timeout snapshot names if it never returns; in a request recorded for keeping, also
     what its span is made of if the trace is kept (``_keep.py``)."""
 
-    __slots__ = ("end_ns", "error", "kind", "parent", "source", "start_ns", "text")
+    __slots__ = ("end_ns", "error", "kind", "parent", "source", "start_ns", "tb", "text")
 
     def __init__(self, text: object, kind: str = "db", source: Any = None) -> None:
         self.text = text
@@ -70,6 +70,8 @@ class InFlight:
         # The span (or the enclosing span-less render, an InFlight) it ran under.
         self.parent: Any = None
         self.error: BaseException | None = None
+        # The error's traceback as it left the operation (it grows as the error propagates).
+        self.tb: Any = None
 
 
 class RequestAggregate:
@@ -95,6 +97,7 @@ class RequestAggregate:
         "n1_min_ns",
         "ops",
         "query_slot",
+        "records",
         "renders",
         "root_context",
         "root_end_ns",
@@ -181,12 +184,25 @@ class RequestAggregate:
         self.ops: list[InFlight] = _NOTHING
         self.renders: list[InFlight] = _NOTHING  # the span-less renders running now, innermost last
         self.max_records = 1000
+        # Whether span-less operations are recorded (times, parent, error) in ``ops``: for
+        # keeping, or — an exported request's queries (``defer_queries``) — to be made into
+        # spans when the request ends instead of live spans.
+        self.records = False
 
     def record_for(self, policy: Any, max_records: int) -> None:
         """Record this request (child spans, span-less operations) for the keep ``policy``."""
         self.keep = policy
         self.max_records = max_records
+        self.records = True
         self.spans, self.ops, self.renders = [], [], []
+
+    def defer_queries(self, max_records: int) -> None:
+        """Record this exported request's queries, whose spans are made at its end (or each time
+        ``max_records`` of them are waiting) from the records: a query is a leaf, so no live
+        span is needed while it runs."""
+        self.max_records = max_records
+        self.records = True
+        self.ops, self.renders = [], []
 
     # -- what the instrumentation reports ------------------------------------------------------
 
@@ -264,7 +280,7 @@ class RequestAggregate:
         render's name; ``ctx``: the current OTel context); pass what it returns to :meth:`end`."""
         op = InFlight(text, kind, source)
         self.in_flight[op] = op
-        if self.keep is not None:
+        if self.records:
             op.start_ns = time_ns()
             renders = self.renders
             op.parent = renders[-1] if renders else (_otel.span_in(ctx) if ctx is not None else None)
@@ -274,9 +290,10 @@ class RequestAggregate:
 
     def end(self, op: InFlight, error: BaseException | None = None) -> None:
         self.in_flight.pop(op, None)
-        if self.keep is not None:
+        if self.records:
             op.end_ns = time_ns()
-            op.error = error
+            if error is not None:
+                op.error, op.tb = error, error.__traceback__
             if op.kind == "tmpl" and self.renders and self.renders[-1] is op:
                 self.renders.pop()
             self.record(op)

@@ -7,15 +7,20 @@ renders (the fast path the line already uses) are kept as ``InFlight`` records. 
 fires are real spans made from them — the root and every child, with their ids, times, attributes
 and parents, the trace flags set to sampled — and handed to every span processor of the provider
 but ours (the exporter's batch processor, and any of the user's own).
+
+The same records serve a request that *is* exported (head-sampled): its queries are recorded
+instead of made into live spans, and their spans are made from the records when the request ends
+(``query_spans``), where the provider allows it (``_otel.deferred_query_spans``).
 """
 
 from __future__ import annotations
 
 import random
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -132,6 +137,90 @@ def _query_span_parts(op: InFlight) -> tuple[str, dict[str, Any]]:
         return (text.split(None, 1) or ["query"])[0], {"db.system": system, "db.statement": text}
 
 
+def _exception_event(op: InFlight) -> Event:
+    """The ``exception`` event a live span's ``record_exception`` would have had."""
+    error = op.error
+    assert error is not None
+    cls = type(error)
+    module = cls.__module__
+    return Event(
+        "exception",
+        {
+            "exception.type": f"{module}.{cls.__qualname__}"
+            if module and module != "builtins"
+            else cls.__qualname__,
+            "exception.message": str(error),
+            "exception.stacktrace": "".join(traceback.format_exception(cls, error, op.tb)),
+            "exception.escaped": "False",
+        },
+        op.end_ns,
+    )
+
+
+def _random_span_id() -> int:
+    return random.getrandbits(64) or 1
+
+
+def _op_spans(
+    ops: Iterable[InFlight],
+    root_ctx: SpanContext,
+    resource: Any,
+    end_ns: int,
+    parent_of: Callable[[Any], SpanContext],
+    span_id_of: Callable[[InFlight], int],
+) -> list[ReadableSpan]:
+    """Spans of span-less operations, in ``root_ctx``'s trace with its flags and trace state;
+    one still running (a timeout) ends at ``end_ns`` with an error status."""
+    trace_id, flags, trace_state = root_ctx.trace_id, root_ctx.trace_flags, root_ctx.trace_state
+    spans = []
+    for op in ops:
+        finished = op.end_ns > 0
+        events: tuple[Event, ...] = ()
+        if op.kind == "db":
+            name, attributes = _query_span_parts(op)
+            kind = SpanKind.CLIENT
+            scope = getattr(
+                getattr(getattr(op.source, "_db_api_integration", None), "_tracer", None),
+                "_instrumentation_scope",
+                None,
+            )
+            if not isinstance(scope, InstrumentationScope):
+                scope = _DB_SCOPE
+        else:
+            name = str(op.text)  # "render <template>"
+            attributes = {TEMPLATE_ATTRIBUTE: name.removeprefix("render ")}
+            if op.source:
+                attributes[TEMPLATE_NESTED_ATTRIBUTE] = True
+            kind, scope = SpanKind.INTERNAL, _TEMPLATE_SCOPE
+        if op.error is not None:
+            status = Status(StatusCode.ERROR, f"{type(op.error).__name__}: {op.error}")
+            events = (_exception_event(op),)
+        elif not finished:
+            status = Status(StatusCode.ERROR, "still running when the request's trace was exported")
+        else:
+            status = Status(StatusCode.UNSET)
+        spans.append(
+            ReadableSpan(
+                name=name,
+                context=SpanContext(trace_id, span_id_of(op), False, flags, trace_state),
+                parent=parent_of(op.parent),
+                resource=resource,
+                attributes=attributes,
+                events=events,
+                kind=kind,
+                status=status,
+                start_time=op.start_ns,
+                end_time=op.end_ns if finished else end_ns,
+                instrumentation_scope=scope,
+            )
+        )
+    return spans
+
+
+def _running(state: RequestAggregate) -> list[InFlight]:
+    return [op for op in state.in_flight.values() if isinstance(op, InFlight) and op.start_ns]
+
+
 def materialise(state: RequestAggregate, root: ReadableSpan, end_ns: int) -> list[ReadableSpan]:
     """The request's whole trace as exportable spans, the root first; operations still running
     (a timeout) end at ``end_ns`` with an error status."""
@@ -142,7 +231,7 @@ def materialise(state: RequestAggregate, root: ReadableSpan, end_ns: int) -> lis
     def span_id_of(op: InFlight) -> int:
         found = ids.get(id(op))
         if found is None:
-            found = ids[id(op)] = random.getrandbits(64) or 1
+            found = ids[id(op)] = _random_span_id()
         return found
 
     def parent_of(parent: Any) -> SpanContext:
@@ -157,39 +246,44 @@ def materialise(state: RequestAggregate, root: ReadableSpan, end_ns: int) -> lis
     for span in state.spans:
         parent = _sampled(span.parent) if span.parent is not None else root_ctx
         spans.append(copy_span(span, context=_sampled(span.context), parent=parent))
-    running = [op for op in state.in_flight.values() if isinstance(op, InFlight) and op.start_ns]
-    for op in [*state.ops, *running]:
-        finished = op.end_ns > 0
-        if op.kind == "db":
-            name, attributes = _query_span_parts(op)
-            kind, scope = SpanKind.CLIENT, _DB_SCOPE
-        else:
-            name = str(op.text)  # "render <template>"
-            attributes = {TEMPLATE_ATTRIBUTE: name.removeprefix("render ")}
-            if op.source:
-                attributes[TEMPLATE_NESTED_ATTRIBUTE] = True
-            kind, scope = SpanKind.INTERNAL, _TEMPLATE_SCOPE
-        if op.error is not None:
-            status = Status(StatusCode.ERROR, f"{type(op.error).__name__}: {op.error}")
-        elif not finished:
-            status = Status(StatusCode.ERROR, "still running when the request's trace was kept")
-        else:
-            status = Status(StatusCode.UNSET)
-        spans.append(
-            ReadableSpan(
-                name=name,
-                context=SpanContext(trace_id, span_id_of(op), False, _SAMPLED),
-                parent=parent_of(op.parent),
-                resource=root.resource,
-                attributes=attributes,
-                kind=kind,
-                status=status,
-                start_time=op.start_ns,
-                end_time=op.end_ns if finished else end_ns,
-                instrumentation_scope=scope,
-            )
-        )
+    spans += _op_spans([*state.ops, *_running(state)], root_ctx, root.resource, end_ns, parent_of, span_id_of)
     return spans
+
+
+def query_spans(state: RequestAggregate, end_ns: int, ops: list[InFlight]) -> list[ReadableSpan]:
+    """Spans of an exported request's deferred queries (``RequestAggregate.defer_queries``),
+    children of the span that was current when each ran (the root span when none was), with the
+    span ids of the provider's id generator."""
+    root = state.root_span
+    root_ctx = state.root_context
+    trace_id = root_ctx.trace_id
+
+    def parent_of(parent: Any) -> SpanContext:
+        ctx = parent.get_span_context() if parent is not None else None
+        if ctx is None or not ctx.is_valid or ctx.trace_id != trace_id:
+            return root_ctx
+        return ctx  # type: ignore[no-any-return]
+
+    def span_id_of(op: InFlight) -> int:
+        generator = getattr(
+            getattr(getattr(op.source, "_db_api_integration", None), "_tracer", None), "id_generator", None
+        )
+        return generator.generate_span_id() if generator is not None else _random_span_id()
+
+    return _op_spans(ops, root_ctx, getattr(root, "resource", None), end_ns, parent_of, span_id_of)
+
+
+def _hand_over(
+    spans: list[ReadableSpan], processors: Callable[[], tuple[Any, ...] | None], ours: Any
+) -> None:
+    for processor in processors() or ():
+        if processor is ours:
+            continue
+        for span in spans:
+            try:
+                processor.on_end(span)
+            except Exception as exc:
+                _guard.report("keep.deliver", exc)
 
 
 def deliver(
@@ -199,22 +293,39 @@ def deliver(
     processors: Callable[[], tuple[Any, ...] | None] | None,
     ours: Any,
 ) -> None:
-    """Hand a kept request's trace to every span processor of the provider but ``ours``; once."""
-    if state.delivered or not state.kept or processors is None:
+    """Hand the spans made from the request's records to every span processor of the provider
+    but ``ours``, once: a kept request's whole trace, or an exported request's deferred queries
+    (with those still running, a timeout, ending at ``end_ns``)."""
+    if state.delivered or processors is None or not (state.kept or (state.exported and state.records)):
         return
     state.delivered = True
     try:
-        others = [p for p in processors() or () if p is not ours]
-        spans = materialise(state, root, end_ns)
+        if state.kept:
+            spans = materialise(state, root, end_ns)
+        else:
+            spans = query_spans(state, end_ns, [*state.ops, *_running(state)])
     except Exception as exc:
         _guard.report("keep.materialise", exc)
         return
     finally:
         state.spans.clear()
         state.ops.clear()
-    for processor in others:
-        for span in spans:
-            try:
-                processor.on_end(span)
-            except Exception as exc:
-                _guard.report("keep.deliver", exc)
+    _hand_over(spans, processors, ours)
+
+
+def flush_queries(
+    state: RequestAggregate, processors: Callable[[], tuple[Any, ...] | None] | None, ours: Any
+) -> None:
+    """Hand an exported request's deferred queries, all ended, over now (``max_records`` of them
+    are waiting): a request of many queries holds at most that many records."""
+    ops = state.ops
+    if processors is None or not ops:
+        return
+    try:
+        spans = query_spans(state, 0, list(ops))
+    except Exception as exc:
+        _guard.report("keep.materialise", exc)
+        return
+    finally:
+        ops.clear()
+    _hand_over(spans, processors, ours)

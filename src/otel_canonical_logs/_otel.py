@@ -189,6 +189,91 @@ def resource_hash_cacheable() -> bool:
 # -- opentelemetry-instrumentation-dbapi -----------------------------------------------------------
 
 
+DEFERRED_QUERY_SPANS = "sdk TracerProvider sampler, span limits and id generator"
+
+
+def _keeps_sampled_children(sampler: Any) -> bool:
+    """Whether ``sampler`` samples every child of a sampled local parent, with its parent's trace
+    state and no attributes of its own: the SDK's ParentBased (default children sampler),
+    always-on, trace-id ratio (the root's trace id, the root's verdict), and the distro's
+    record-everything wrapper around any of them."""
+    from opentelemetry.sdk.trace.sampling import (
+        AlwaysRecordSampler,
+        Decision,
+        ParentBased,
+        StaticSampler,
+        TraceIdRatioBased,
+    )
+
+    from .sampling import RecordEverythingSampler
+
+    def is_plain(obj: Any, cls: Any) -> bool:
+        return isinstance(obj, cls) and getattr(type(obj), "should_sample", None) is cls.should_sample
+
+    if is_plain(sampler, RecordEverythingSampler) or is_plain(sampler, AlwaysRecordSampler):
+        sampler = sampler._root
+    if is_plain(sampler, ParentBased):
+        sampler = sampler._local_parent_sampled
+    if is_plain(sampler, StaticSampler):
+        return bool(sampler._decision is Decision.RECORD_AND_SAMPLE)
+    return is_plain(sampler, TraceIdRatioBased)
+
+
+def deferred_query_spans(provider: Any) -> bool:
+    """Whether a query span of a sampled request can be made when the request ends, from what
+    was recorded while the query ran, and be the span the provider's tracer would have made
+    live: a sampler that samples every child of a sampled parent (``_keeps_sampled_children``),
+    span limits no query span reaches (no value length limit; room for dbapi's attributes and an
+    exception event), the provider's id generator, and neither the SDK's internal metrics nor
+    dbapi's own (semantic-convention opt-in ``database``), which only the live path records.
+    Whether the provider's span processors allow it is asked per request (``start_free``)."""
+    import os
+
+    from opentelemetry.sdk.trace import SpanLimits
+
+    try:
+        limits = provider._span_limits
+        ok = (
+            isinstance(limits, SpanLimits)
+            and callable(getattr(provider.id_generator, "generate_span_id", None))
+            and _keeps_sampled_children(provider.sampler)
+        )
+    except Exception:
+        ok = False
+    if not _record(DEFERRED_QUERY_SPANS, ok):
+        return False
+    opt_in = os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
+    return (
+        limits.max_span_attribute_length is None
+        and limits.max_attribute_length is None
+        and _at_least(limits.max_span_attributes, 32)
+        and _at_least(limits.max_events, 1)
+        and _at_least(limits.max_event_attributes, 4)
+        and os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() != "true"
+        and "database" not in opt_in.lower()
+        and dbapi_lean()
+    )
+
+
+def _at_least(limit: int | None, needed: int) -> bool:
+    return limit is None or limit >= needed
+
+
+def start_free(processor: Any) -> bool:
+    """Whether a span processor does nothing when a span starts or is ending (the SDK's batch
+    and simple processors, or one that does not override ``on_start``/``_on_ending``): it then
+    cannot tell a span made live from one made when its request ended."""
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    known = (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)
+    cls = type(processor)
+    return all(
+        getattr(cls, hook, None) in [getattr(k, hook, None) for k in known]
+        for hook in ("on_start", "_on_ending")
+    )
+
+
 def dbapi_lean() -> bool:
     """Whether dbapi's span naming and attribute population can be reused without its
     ``traced_execution`` (``CursorTracer.get_operation_name``, ``_populate_span``,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from time import time_ns
 from typing import Any
 
 from opentelemetry.context import Context
@@ -73,6 +74,11 @@ class CanonicalLogProcessor(SpanProcessor):
         self._max_owned = self._max_open * 64
         # The span processors the tracer provider runs, once watched (None: unknown).
         self._processors: Callable[[], tuple[Any, ...] | None] | None = None
+        # Whether the provider lets an exported request's query spans be made at its end
+        # (``_otel.deferred_query_spans``), and for which tuple of processors it was last asked.
+        self._defer_ok = False
+        self._defer_for: tuple[Any, ...] | None = None
+        self._defer_now = False
 
     # -- lookups used by hooks on the request path -------------------------------------------
 
@@ -118,6 +124,21 @@ class CanonicalLogProcessor(SpanProcessor):
     def watch(self, provider: Any) -> None:
         """Follow which span processors the tracer provider runs besides this one."""
         self._processors = _otel.span_processors(provider)
+        self._defer_ok = _otel.deferred_query_spans(provider)
+
+    def _defers_queries(self) -> bool:
+        """Whether an exported request's query spans can be made when it ends: the provider
+        allows it and no span processor but ours acts when a span starts (the SDK replaces the
+        tuple on each ``add_span_processor``; the answer is kept per tuple)."""
+        if not self._defer_ok or self._processors is None:
+            return False
+        processors = self._processors()
+        if processors is not self._defer_for:
+            self._defer_for = processors
+            self._defer_now = processors is not None and all(
+                p is self or _otel.start_free(p) for p in processors
+            )
+        return self._defer_now
 
     def _spans_go_elsewhere(self) -> bool:
         # The SDK replaces its tuple of processors on each add_span_processor. Unknown: assume
@@ -138,6 +159,8 @@ class CanonicalLogProcessor(SpanProcessor):
             elif elsewhere and not state.spans_wanted and self._keep is not None:
                 # Not sampled: recorded, exported if a rule fires.
                 state.record_for(self._keep, self._max_records)
+            elif state.spans_wanted and self._defers_queries():
+                state.defer_queries(self._max_records)
         _scope.mark_root_started(state)
         with self._lock:
             self._owner[span_id] = state
@@ -177,7 +200,7 @@ class CanonicalLogProcessor(SpanProcessor):
                 self._close(state, span_id)
                 if not state.done:
                     self._emit(build_event("request", span, state, server=self._server()))
-                if state.kept:
+                if state.records:
                     _keep.deliver(state, span, span.end_time or 0, self._processors, self)
             else:
                 state.in_flight.pop(span_id, None)
@@ -215,21 +238,27 @@ class CanonicalLogProcessor(SpanProcessor):
                 self._emit(
                     build_event("request", state.root_span, state, end_ns=end_ns, server=self._server())
                 )
-            if state.kept:
+            if state.records:
                 self.deliver(state)
         except Exception as exc:
             _guard.report("processor.finish", exc)
 
     def deliver(self, state: RequestAggregate) -> None:
-        """Export a kept request's whole trace now, if its root span has ended (else its end
-        will); once."""
+        """Export what a request recorded — a kept request's whole trace, an exported one's
+        deferred queries — now, if its root span has ended (else its end will); once."""
         root = state.root_span
         end = getattr(root, "end_time", None)
-        if state.kept and end:
+        if state.records and end:
             try:
-                _keep.deliver(state, root, end, self._processors, self)
+                # Operations still running (a timeout) end now: after the root, if it ended when
+                # the view returned and the body was still being sent.
+                _keep.deliver(state, root, max(end, time_ns()), self._processors, self)
             except Exception as exc:
                 _guard.report("processor.deliver", exc)
+
+    def flush_queries(self, state: RequestAggregate) -> None:
+        """Export an exported request's deferred queries so far (as many as it may hold)."""
+        _keep.flush_queries(state, self._processors, self)
 
     def _fold(self, state: RequestAggregate, span: ReadableSpan) -> None:
         """Add an ended child span to its request, by what its attributes say it was."""

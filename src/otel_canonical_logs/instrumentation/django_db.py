@@ -9,7 +9,10 @@ which Django runs outside its wrappers, is wrapped on ``CursorWrapper``. No prox
 raw DB-API connection or cursor (an earlier version's wrapt proxies cost about 35k instructions
 per query).
 
-A query in a request whose trace is sampled becomes a dbapi CLIENT span, exported like any other.
+A query in a request whose trace is sampled becomes a dbapi CLIENT span, exported like any other:
+where the provider allows it (``_otel.deferred_query_spans``, and span processors that do nothing
+when a span starts), it is recorded as it runs and its span is made when the request ends
+(``_keep.query_spans``) — the same span, without the live span's bookkeeping on every query.
 A query in an unsampled request — or in any request when no span processor but ours is installed
 (``OTEL_TRACES_EXPORTER=none``) — would make a span nobody exports: it is timed and counted into
 the request's aggregate directly instead, which costs a few microseconds instead of tens and gives
@@ -113,11 +116,12 @@ def _query(execute: Callable[..., Any], sql: Any, params: Any, many: bool, conte
         return execute(sql, params, many, context)
     if suppressed:
         return execute(sql, params, many, context)
-    if state is None or state.spans_wanted:
+    if state is None or (state.spans_wanted and not state.records):
         return _traced(execute, sql, params, many, context, ctx, state)
     try:
-        if state.keep is not None:
-            # Recorded for keeping: a record of its own (its times, parent, error).
+        if state.records:
+            # Recorded for keeping, or an exported request's query whose span is made when the
+            # request ends: a record of its own (its times, parent, error).
             op = state.begin(sql, "db", ctx, _cursor_tracer(context["connection"]))
         else:
             # The aggregate's slot for the query running now (a request's queries do not nest):
@@ -146,6 +150,10 @@ def _query(execute: Callable[..., Any], sql: Any, params: Any, many: bool, conte
                 state.in_flight.pop(op, None)
             else:
                 state.end(op, error)
+                if state.exported and len(state.ops) >= state.max_records:
+                    processor = runtime.processor
+                    if processor is not None:
+                        processor.flush_queries(state)
             state.add_query(sql, elapsed)
         except Exception as exc:
             _guard.report("django_db.count_query", exc)
