@@ -70,6 +70,15 @@ class ReceivedSpan:
     status_code: int = 0  # 0 unset, 1 ok, 2 error
     start_time_unix_nano: int = 0
     end_time_unix_nano: int = 0
+    # The rest of what the wire carries: scope version and schema URL, W3C flags, trace state,
+    # status message, and each event as (name, attributes).
+    scope_version: str = ""
+    schema_url: str = ""
+    flags: int = 0
+    trace_state: str = ""
+    status_message: str = ""
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
+    dropped_attributes_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,13 @@ class Received:
                             status_code=span.status.code,
                             start_time_unix_nano=span.start_time_unix_nano,
                             end_time_unix_nano=span.end_time_unix_nano,
+                            scope_version=ss.scope.version,
+                            schema_url=ss.schema_url,
+                            flags=span.flags,
+                            trace_state=span.trace_state,
+                            status_message=span.status.message,
+                            events=tuple((e.name, attributes(e.attributes)) for e in span.events),
+                            dropped_attributes_count=span.dropped_attributes_count,
                         )
                     )
         with self._lock:

@@ -72,6 +72,26 @@ def test_unknown_span_processor_layout_assumes_the_spans_are_wanted() -> None:
     assert not processor._spans_go_elsewhere()
 
 
+def test_provider_without_the_sdk_layout_keeps_live_query_spans() -> None:
+    """A provider whose sampler, limits or id generator are not where the SDK keeps them: an
+    exported request's queries keep their live spans (nothing changes but the cost)."""
+
+    class Provider:
+        _active_span_processor = TracerProvider()._active_span_processor  # known processor layout
+
+    assert not _otel.deferred_query_spans(Provider())
+    assert _otel.checks()[_otel.DEFERRED_QUERY_SPANS] is False
+    processor = CanonicalLogProcessor(lambda event: None)
+    processor.watch(Provider())
+    assert not processor._defers_queries()
+    # The SDK's own provider, with its batch-like processors only: deferred.
+    provider = TracerProvider(sampler=RecordEverythingSampler(ALWAYS_ON))
+    provider.add_span_processor(processor)
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    processor.watch(provider)
+    assert processor._defers_queries()
+
+
 def test_span_attributes_without_the_sdk_layout_read_the_public_view() -> None:
     class Span:
         attributes = {"db.system": "sqlite"}
@@ -351,6 +371,7 @@ FALLBACK_TESTS = {
     "wrapt.FunctionWrapper._self_wrapper": test_function_wrapper_of_another_layout_is_not_bypassed,
     _otel.LOGGER_INTERNALS: test_logger_internals_missing_take_logger_emit,
     _otel.LOG_EXPORT_INTERNALS: test_log_export_internals_missing_take_logger_emit,
+    _otel.DEFERRED_QUERY_SPANS: test_provider_without_the_sdk_layout_keeps_live_query_spans,
 }
 
 
@@ -382,6 +403,7 @@ def test_every_check_has_a_fallback_test() -> None:
     _otel.configured_sampler()
     _otel.resource_hash_cacheable()
     _otel.dbapi_lean()
+    _otel.deferred_query_spans(TracerProvider())
     _otel.wrapper_of(wrapt.FunctionWrapper(len, lambda wrapped, instance, args, kwargs: None))
     _log_pipeline_checks()
     assert set(FALLBACK_TESTS) == set(_otel.checks())
