@@ -299,11 +299,13 @@ def deliver(
     if state.delivered or processors is None or not (state.kept or (state.exported and state.records)):
         return
     state.delivered = True
+    ops: list[InFlight] = []
+    if not state.kept:
+        ops = [*state.ops, *_running(state)] if state.in_flight else state.ops
+        if not ops:
+            return  # no query (or all of them handed over already): nothing to make
     try:
-        if state.kept:
-            spans = materialise(state, root, end_ns)
-        else:
-            spans = query_spans(state, end_ns, [*state.ops, *_running(state)])
+        spans = materialise(state, root, end_ns) if state.kept else query_spans(state, end_ns, ops)
     except Exception as exc:
         _guard.report("keep.materialise", exc)
         return
