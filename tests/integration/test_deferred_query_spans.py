@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import GunicornServer, events, http_session
+from tests.integration.test_workers import ASYNC_KINDS, KINDS
 from tests.otlp_receiver import HTTPReceiver, ReceivedSpan
 
 SPAN_KIND_CLIENT = 3
@@ -72,8 +73,10 @@ def _server(
     receiver: HTTPReceiver,
     config: Path,
     *args: str,
+    wsgi: str = "mysite.wsgi",
 ) -> GunicornServer:
     return gunicorn(
+        wsgi=wsgi,
         env={
             **env,
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
@@ -98,11 +101,12 @@ def _recorder_server(
     tmp_path: Path,
     cls: str,
     *args: str,
+    wsgi: str = "mysite.wsgi",
 ) -> tuple[GunicornServer, Path]:
     seen = tmp_path / f"{cls}.jsonl"
     config = tmp_path / f"{cls}_conf.py"
     config.write_text(RECORDER.format(path=str(seen), cls=cls))
-    return _server(gunicorn, env, receiver, config, *args), seen
+    return _server(gunicorn, env, receiver, config, *args, wsgi=wsgi), seen
 
 
 def _trace(
@@ -268,3 +272,28 @@ def test_a_timed_out_sampled_request_sends_its_queries_so_far(
         assert q.parent_span_id == root.span_id
         assert root.start_time_unix_nano <= q.start_time_unix_nano <= q.end_time_unix_nano
         assert q.end_time_unix_nano <= root.end_time_unix_nano
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "sync"])
+def test_every_worker_type_makes_the_query_spans_from_records(
+    receiver: HTTPReceiver,
+    gunicorn: Callable[..., GunicornServer],
+    module_sqlite_env: dict[str, str],
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    """On each worker type (sync is the tests above), a sampled request's queries — from a sync
+    view, and on the ASGI workers from async code (the async ORM, ``sync_to_async``) — arrive
+    made from their records, as many as the line counts, each inside its root."""
+    args, app = KINDS[kind]
+    server, seen = _recorder_server(
+        gunicorn, module_sqlite_env, receiver, tmp_path, "Recorder", *args, wsgi=app
+    )
+    paths = ["/db/", "/async/db/?marker=m"] if kind in ASYNC_KINDS else ["/db/"]
+    for path in paths:
+        line, spans = _trace(server, receiver, path, 0)
+        queries = [s for s in spans if s.kind == SPAN_KIND_CLIENT]
+        assert len(queries) == int(line["db_queries"]) > 0, path
+        _within_parents(spans, line)
+        recorded = _recorded(seen)
+        assert not any(recorded[q.span_id][0] for q in queries), (kind, path)

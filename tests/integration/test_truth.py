@@ -8,6 +8,7 @@ so the pytest process never calls ``django.setup()`` with the example settings).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -27,6 +28,7 @@ from tests.integration.harness import (
     events,
     http_session,
 )
+from tests.otlp_receiver import HTTPReceiver
 
 Start = Callable[..., GunicornServer]
 PASSWORD = "truth-pw-1"
@@ -162,14 +164,66 @@ def _served(server: GunicornServer) -> list[dict[str, Any]]:
     return sent
 
 
+@pytest.mark.parametrize("exported", [False, True], ids=["line-only", "every-trace"])
 def test_every_cursor_path_and_the_admin_count_as_django_counts(
-    gunicorn: Start, truth_env: dict[str, str]
+    gunicorn: Start, truth_env: dict[str, str], exported: bool
 ) -> None:
     """Per request: same status, db_queries = CaptureQueriesContext over every alias, tmpl_renders =
-    template_rendered; transaction statements never the most repeated SQL; locations are ours."""
+    template_rendered; transaction statements never the most repeated SQL; locations are ours.
+    With every trace exported, also: each request's trace at a real OTLP receiver has a query
+    span for every statement Django captured but a transaction's end (a driver call, no span)."""
     expected = _measure(truth_env)
-    server = gunicorn(env=truth_env)
-    served = _served(server)
+    with contextlib.ExitStack() as stack:
+        env = dict(truth_env)
+        if exported:
+            receiver = stack.enter_context(HTTPReceiver())
+            env |= {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_TRACES_SAMPLER": "always_on",
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+            }
+        server = gunicorn(env=env)
+        served = _served(server)
+        _check_counts(server, expected, served)
+        if exported:
+            _check_query_spans(truth_env["EXAMPLE_DB"], server, receiver, expected, served)
+
+
+def _check_query_spans(
+    vendor: str,
+    server: GunicornServer,
+    receiver: HTTPReceiver,
+    expected: list[dict[str, Any]],
+    served: list[dict[str, Any]],
+) -> None:
+    lines = {e["req_id"]: e for e in events(server.stdout_lines) if "req_id" in e}
+    # What Django logs of a transaction but runs as a driver call, not a cursor execution: a
+    # transaction's end, and on PostgreSQL its start (autocommit off; SQLite executes "BEGIN").
+    transaction_calls = {"COMMIT", "ROLLBACK"} | ({"BEGIN"} if vendor == "postgres" else set())
+    want = {}
+    for measured, sent in zip(expected, served, strict=True):
+        line = lines[sent["rid"]]
+        assert "true" == line["trace_sampled"], line
+        spanless = sum(sql in transaction_calls for sql in measured["sql"])
+        want[line["trace_id"]] = (sent["path"], measured["queries"] - spanless)
+
+    def counts(r: Any) -> dict[str, int]:
+        got = dict.fromkeys(want, 0)
+        for span in r.spans():
+            if span.kind == 3 and span.trace_id in got:  # CLIENT: a query
+                got[span.trace_id] += 1
+        return got
+
+    with contextlib.suppress(AssertionError):  # a short trace is named below
+        receiver.wait_for(lambda r: all(counts(r)[t] >= n for t, (_, n) in want.items()))
+    got = counts(receiver)
+    assert [] == [(path, n, got[t]) for t, (path, n) in want.items() if got[t] != n]
+
+
+def _check_counts(
+    server: GunicornServer, expected: list[dict[str, Any]], served: list[dict[str, Any]]
+) -> None:
     rids = [s["rid"] for s in served]
     lines = server.wait_for_stdout(lambda ls: all(any(r in ln for ln in ls) for r in rids), timeout=20)
     by_rid = {e["req_id"]: e for e in events(lines) if "req_id" in e}
