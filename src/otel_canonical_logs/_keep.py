@@ -222,8 +222,9 @@ def _running(state: RequestAggregate) -> list[InFlight]:
 
 
 def materialise(state: RequestAggregate, root: ReadableSpan, end_ns: int) -> list[ReadableSpan]:
-    """The request's whole trace as exportable spans, the root first; operations still running
-    (a timeout) end at ``end_ns`` with an error status."""
+    """The request's whole trace as exportable spans, the root last (a processor receives a
+    request's children before its root, as live spans end); operations still running (a
+    timeout) end at ``end_ns`` with an error status."""
     trace_id = state.root_context.trace_id
     root_ctx = _sampled(root.context)
     ids: dict[int, int] = {}  # id(InFlight) -> its span id
@@ -242,11 +243,16 @@ def materialise(state: RequestAggregate, root: ReadableSpan, end_ns: int) -> lis
             return root_ctx
         return _sampled(ctx)
 
-    spans = [copy_span(root, context=root_ctx)]
-    for span in state.spans:
-        parent = _sampled(span.parent) if span.parent is not None else root_ctx
-        spans.append(copy_span(span, context=_sampled(span.context), parent=parent))
+    spans = [
+        copy_span(
+            span,
+            context=_sampled(span.context),
+            parent=_sampled(span.parent) if span.parent is not None else root_ctx,
+        )
+        for span in state.spans
+    ]
     spans += _op_spans([*state.ops, *_running(state)], root_ctx, root.resource, end_ns, parent_of, span_id_of)
+    spans.append(copy_span(root, context=root_ctx))
     return spans
 
 

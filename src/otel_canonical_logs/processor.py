@@ -182,6 +182,20 @@ class CanonicalLogProcessor(SpanProcessor):
                 self._owner.pop(old_id).in_flight.pop(old_id, None)
                 _guard.count("dropped.open_span_evicted")
 
+    def _on_ending(self, span: Span) -> None:
+        # The SDK calls this on every processor when a span ends, before any processor's
+        # on_end. An exported request's deferred queries are handed over here, when its root
+        # ends: every other processor (the exporter's batch, a user's own) then receives the
+        # request's children before its root, as it would live spans — a processor that
+        # assembles a trace when its root ends sees it whole, and a batch never carries the
+        # root without the children that ended before it.
+        try:
+            state = self._owner.get(span.context.span_id)
+            if state is not None and state.ops and state.exported and state.root_span is span:
+                _keep.flush_queries(state, self._processors, self)
+        except Exception as exc:
+            _guard.report("processor.on_ending", exc)
+
     def on_end(self, span: ReadableSpan) -> None:
         try:
             span_id = span.context.span_id

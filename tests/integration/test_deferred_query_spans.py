@@ -274,6 +274,30 @@ def test_a_timed_out_sampled_request_sends_its_queries_so_far(
         assert q.end_time_unix_nano <= root.end_time_unix_nano
 
 
+def test_a_requests_query_spans_reach_the_exporter_before_its_root(
+    receiver: HTTPReceiver,
+    gunicorn: Callable[..., GunicornServer],
+    module_sqlite_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The SDK's batch processor comes before ours in the provider's list, so it is handed a
+    request's root before our ``on_end`` runs: the deferred query spans are handed over when the
+    root ends, before any ``on_end``, so that the exporter queues them ahead of the root, as live
+    spans that end first. In batches of one span, the receiver gets spans in the order they were
+    queued: every query of a request arrives before its root. (Queued after it, a batch exported
+    in between carried the root alone, and a reader of the receiver saw a trace without its
+    queries.)"""
+    env = {**module_sqlite_env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1"}
+    server, seen = _recorder_server(gunicorn, env, receiver, tmp_path, "Recorder")
+    for path, spanless in PATHS[:3]:  # the streamed body's queries run after its root has ended
+        line, spans = _trace(server, receiver, path, spanless)
+        queries = [s.span_id for s in spans if s.kind == SPAN_KIND_CLIENT]
+        assert queries and not any(_recorded(seen)[q][0] for q in queries), path
+        arrived = [s.span_id for s in receiver.spans() if s.trace_id == line["trace_id"]]
+        assert line["span_id"] == arrived[-1], path
+        assert len(arrived) == len(spans), path  # each once
+
+
 @pytest.mark.parametrize("kind", [k for k in KINDS if k != "sync"])
 def test_every_worker_type_makes_the_query_spans_from_records(
     receiver: HTTPReceiver,

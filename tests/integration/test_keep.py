@@ -208,7 +208,8 @@ from opentelemetry.sdk.trace import SpanProcessor
 class Recorder(SpanProcessor):
     def on_end(self, span):
         with open({path!r}, "a") as out:
-            record = [format(span.context.trace_id, "032x"), span.name, span.context.trace_flags.sampled]
+            ctx = span.context
+            record = [format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), ctx.trace_flags.sampled]
             out.write(json.dumps(record) + "\\n")
 
 
@@ -238,8 +239,11 @@ def test_a_users_own_span_processor_receives_the_kept_spans(
     expected = _expected_count(kept)
     got = _trace(receiver, kept["trace_id"], expected)
     records = [json.loads(x) for x in seen.read_text().splitlines()]
-    mine = [name for trace_id, name, sampled in records if trace_id == kept["trace_id"] and sampled]
+    mine = [span_id for trace_id, span_id, sampled in records if trace_id == kept["trace_id"] and sampled]
     assert len(mine) == len(got) == expected
+    # The root last, as live spans end: a processor that assembles a trace at its root's end sees
+    # the whole of it.
+    assert kept["span_id"] == mine[-1]
     # Recorded spans reach every processor as they end, not sampled (as the SDK does): the fast
     # request's root too; only a kept request's spans come again, sampled.
     assert [False] == [sampled for trace_id, _, sampled in records if trace_id == fast["trace_id"]]
