@@ -256,6 +256,7 @@ def test_saturation_record_reaches_the_otlp_receiver(
                 and log.attributes["g_mem_mib"] == float(line["g_mem_mib"])
             ]
         )
+        server.stop()  # while the receiver is up: the exit's last export finds it
     [record] = records
     assert ("INFO", "canonical.saturation", "") == (
         record.severity_text,
@@ -359,4 +360,5 @@ def test_grpc_export_from_the_arbiter_and_from_workers_forked_after_it(
         receiver.wait_for(
             lambda r: len([log for log in r.logs() if log.event_name == "canonical.saturation"]) > before + 1
         )
+        server.stop()  # while the receiver is up: the exit's last export finds it
     assert [] == internal_errors(server), server.stderr_text()
