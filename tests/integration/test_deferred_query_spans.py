@@ -321,3 +321,53 @@ def test_every_worker_type_makes_the_query_spans_from_records(
         _within_parents(spans, line)
         recorded = _recorded(seen)
         assert not any(recorded[q.span_id][0] for q in queries), (kind, path)
+
+
+# The Django database instrumentor re-instrumented in the worker with a tracer provider of the
+# user's own, whose exporter writes each span it gets to a file.
+OWN_PROVIDER = """
+import json
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+from otel_canonical_logs.instrumentation.django_db import DjangoDatabaseInstrumentor
+
+
+class ToFile(SpanExporter):
+    def export(self, spans):
+        with open({path!r}, "a") as out:
+            for span in spans:
+                parent = span.parent.span_id if span.parent else 0
+                record = [format(span.context.trace_id, "032x"), format(parent, "016x"), span.kind.name]
+                out.write(json.dumps(record) + "\\n")
+        return SpanExportResult.SUCCESS
+
+
+def post_fork(server, worker):
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ToFile()))
+    DjangoDatabaseInstrumentor().uninstrument()
+    DjangoDatabaseInstrumentor().instrument(tracer_provider=provider)
+"""
+
+
+def test_an_instrumentor_given_its_own_provider_keeps_its_live_query_spans(
+    receiver: HTTPReceiver,
+    gunicorn: Callable[..., GunicornServer],
+    module_sqlite_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """``DjangoDatabaseInstrumentor().instrument(tracer_provider=X)``: a sampled request's query
+    spans go where X sends them, as live spans, and none is made from a record for the global
+    provider's exporter (made spans are handed to the global provider's processors)."""
+    seen = tmp_path / "own.jsonl"
+    config = tmp_path / "own_conf.py"
+    config.write_text(OWN_PROVIDER.format(path=str(seen)))
+    server = _server(gunicorn, module_sqlite_env, receiver, config)
+    # Ten queries, none expected at the receiver: it waits for the root alone (the queries made
+    # from records, were there any, would reach it first).
+    line, spans = _trace(server, receiver, "/db/", 10)
+    mine = [r for r in map(json.loads, seen.read_text().splitlines()) if r[0] == line["trace_id"]]
+    assert [[line["trace_id"], line["span_id"], "CLIENT"]] * int(line["db_queries"]) == mine
+    assert [] == [s for s in spans if s.kind == SPAN_KIND_CLIENT]

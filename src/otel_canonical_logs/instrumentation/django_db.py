@@ -10,9 +10,10 @@ raw DB-API connection or cursor (an earlier version's wrapt proxies cost about 3
 per query).
 
 A query in a request whose trace is sampled becomes a dbapi CLIENT span, exported like any other:
-where the provider allows it (``_otel.deferred_query_spans``, and span processors that do nothing
-when a span starts), it is recorded as it runs and its span is made when the request ends
-(``_keep.query_spans``) — the same span, without the live span's bookkeeping on every query.
+where the provider allows it (``_otel.deferred_query_spans``, span processors that do nothing
+when a span starts, and no tracer provider given to this instrumentor but the global one), it is
+recorded as it runs and its span is made when the request ends (``_keep.query_spans``) — the same
+span, without the live span's bookkeeping on every query.
 A query in an unsampled request — or in any request when no span processor but ours is installed
 (``OTEL_TRACES_EXPORTER=none``) — would make a span nobody exports: it is timed and counted into
 the request's aggregate directly instead, which costs a few microseconds instead of tens and gives
@@ -32,7 +33,7 @@ from opentelemetry.instrumentation.dbapi import (
     DatabaseApiIntegration,
 )
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import SpanKind, Status, StatusCode, get_tracer_provider, set_span_in_context
 from wrapt import FunctionWrapper
 
 from .. import _guard, _otel
@@ -56,7 +57,7 @@ class _Settings:
     """What the last ``instrument()`` asked for; ``generation`` tells cached integrations,
     built with older options, to be rebuilt."""
 
-    __slots__ = ("active", "generation", "lean", "options")
+    __slots__ = ("active", "defer", "generation", "lean", "options")
 
     def __init__(self) -> None:
         # False after ``uninstrument()``: connections opened before it still have ours among
@@ -64,6 +65,10 @@ class _Settings:
         self.active = False
         self.generation = 0
         self.options: dict[str, Any] = {}
+        # Whether an exported request's queries may be recorded and their spans made at its end
+        # (``_keep.query_spans``): those go to the global provider's span processors, so not when
+        # this instrumentor was given a tracer provider of its own.
+        self.defer = True
         # dbapi's span naming and attribute population reused by the leaner span path (_traced).
         self.lean = False
 
@@ -116,7 +121,7 @@ def _query(execute: Callable[..., Any], sql: Any, params: Any, many: bool, conte
         return execute(sql, params, many, context)
     if suppressed:
         return execute(sql, params, many, context)
-    if state is None or (state.spans_wanted and not state.records):
+    if state is None or (state.spans_wanted and (not state.records or not _settings.defer)):
         return _traced(execute, sql, params, many, context, ctx, state)
     try:
         if state.records:
@@ -417,8 +422,10 @@ class DjangoDatabaseInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         _settings.generation += 1
         _settings.options = {}
-        if kwargs.get("tracer_provider") is not None:
-            _settings.options["tracer_provider"] = kwargs["tracer_provider"]
+        given = kwargs.get("tracer_provider")
+        if given is not None:
+            _settings.options["tracer_provider"] = given
+        _settings.defer = given is None or given is get_tracer_provider()
         _settings.lean = _otel.dbapi_lean()
         _settings.active = True
 
@@ -435,12 +442,17 @@ class DjangoDatabaseInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _patches.patch(module, "debug_transaction", _make_debug_transaction)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        from django.conf import settings
         from django.db import connections
         from django.db.backends.signals import connection_created
 
         _settings.active = False
         connection_created.disconnect(dispatch_uid="otel_canonical_logs.django_db")
         _patches.undo()
+        if not settings.configured:
+            # Before Django's settings are loaded (a Gunicorn post_fork hook, before the app is)
+            # no connection can have been opened; asking for them would load the settings.
+            return
         for connection in connections.all(initialized_only=True):  # this thread's
             with _guard.guard("django_db.uninstrument"):
                 while _query in connection.execute_wrappers:
