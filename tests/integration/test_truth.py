@@ -188,6 +188,7 @@ def test_every_cursor_path_and_the_admin_count_as_django_counts(
         _check_counts(server, expected, served)
         if exported:
             _check_query_spans(truth_env["EXAMPLE_DB"], server, receiver, expected, served)
+            server.stop()  # while the receiver is up: the exit's last export finds it
 
 
 def _check_query_spans(
